@@ -1,0 +1,1 @@
+"""``pem-bench``: latency, throughput and accuracy benchmarks (built in the benchmark issue)."""

@@ -1,0 +1,1 @@
+"""torch -> ONNX -> TensorRT export of PEM (built in the export issue)."""

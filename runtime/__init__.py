@@ -1,0 +1,1 @@
+"""The deploy side of PEM: pre-processing, fusion and outputs in numpy (never torch, never pem's model)."""
