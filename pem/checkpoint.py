@@ -1,4 +1,6 @@
-"""Our checkpoint format: ``{"format": "pem-edge/1", "preset": NAME, "scope": "model"|"backbone", "model": state_dict}``.
+"""Our checkpoint format and its safe loading.
+
+A checkpoint is ``{"format": "pem-edge/1", "preset": NAME, "scope": "model"|"backbone", "model": state_dict}``.
 
 Checkpoints load with ``torch.load(weights_only=True)`` and are written atomically (temporary file, then rename).
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 PIXEL_MEAN = (123.675, 116.280, 103.530)  # RGB, 0..255 scale
@@ -123,7 +123,7 @@ class PEMConfig:
         return tuple(c.name for c in self.categories)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_categories(dataset: str) -> tuple[Category, ...]:
     """Class table of ``cityscapes`` (19 trainIds) or ``ade20k`` (150 classes), in contiguous-id order."""
     files = {"cityscapes": "cityscapes_19.json", "ade20k": "ade20k_150.json"}

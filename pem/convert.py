@@ -38,13 +38,14 @@ _PIXEL_DECODER_RULES = [
     (r"mask_projection\.norm\.", "out.bn."),
 ]
 
+_CROSS = r"transformer_cross_attention_layers.\1"
 _DECODER_RULES = [
     (r"input_projections\.", "input_proj."),
-    (r"cross_attention_layers\.(\d+)\.memory_norm\.", r"transformer_cross_attention_layers.\1.feature_proj.bn."),
-    (r"cross_attention_layers\.(\d+)\.memory_conv\.", r"transformer_cross_attention_layers.\1.feature_proj.to_query_3x3."),
-    (r"cross_attention_layers\.(\d+)\.memory_linear\.", r"transformer_cross_attention_layers.\1.feature_proj.out."),
-    (r"cross_attention_layers\.(\d+)\.query_norm\.", r"transformer_cross_attention_layers.\1.query_proj.0."),
-    (r"cross_attention_layers\.(\d+)\.query_linear\.", r"transformer_cross_attention_layers.\1.query_proj.1."),
+    (r"cross_attention_layers\.(\d+)\.memory_norm\.", _CROSS + ".feature_proj.bn."),
+    (r"cross_attention_layers\.(\d+)\.memory_conv\.", _CROSS + ".feature_proj.to_query_3x3."),
+    (r"cross_attention_layers\.(\d+)\.memory_linear\.", _CROSS + ".feature_proj.out."),
+    (r"cross_attention_layers\.(\d+)\.query_norm\.", _CROSS + ".query_proj.0."),
+    (r"cross_attention_layers\.(\d+)\.query_linear\.", _CROSS + ".query_proj.1."),
     (r"cross_attention_layers\.", "transformer_cross_attention_layers."),
     (r"self_attention_layers\.", "transformer_self_attention_layers."),
     (r"ffn_layers\.", "transformer_ffn_layers."),

@@ -131,7 +131,8 @@ class TransformerDecoder(nn.Module):
                 sine_position_encoding(height, width, self.level_embed.embedding_dim // 2, features.dtype,
                                        features.device)
             )
-            memories.append(self.input_projections[level](features) + self.level_embed.weight[level][None, :, None, None])
+            level_embed = self.level_embed.weight[level][None, :, None, None]
+            memories.append(self.input_projections[level](features) + level_embed)
         query_pos = self.query_embed.weight[None].expand(batch, -1, -1)
         queries = self.query_feat.weight[None].expand(batch, -1, -1)
         class_logits, mask_logits, attn_logits = self.head(queries, mask_features, sizes[0])
