@@ -140,8 +140,9 @@ def load_categories(dataset: str) -> tuple[Category, ...]:
 
 
 # Synthetic scenes (pem-data synthetic): 4 thing and 4 stuff classes with textures, for tests and demos.
+# Dataset ids (COCO-panoptic category ids) are 1..8; contiguous ids 0..7.
 SYNTHETIC_CATEGORIES = tuple(
-    Category(i, name, isthing, color, i)
+    Category(i, name, isthing, color, i + 1)
     for i, (name, isthing, color) in enumerate(
         [
             ("grass", False, (70, 140, 60)),

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install the project with its training and development extras.
+# torch is pinned here, not in pyproject.toml: GPU machines may carry another torch (>= 2.11).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install --quiet -e ".[train,export,video,dev]"

@@ -1,0 +1,60 @@
+"""Shared fixtures: the parity oracle beside the checkout, real photographs, official-format weights."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PEM_SHARED", REPO.parent / "shared"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests without CUDA and ``trt`` tests without TensorRT."""
+    has_cuda = False
+    if any("gpu" in item.keywords for item in items):
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "trt" in item.keywords and not has_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` (or $PEM_SHARED); missing is a failure in CI and a skip elsewhere."""
+    if not (SHARED / "parity").is_dir():
+        message = f"parity oracle not found at {SHARED} (set PEM_SHARED)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def official_weights(shared_dir: Path) -> ModuleType:
+    """The oracle's ``official_weights`` module (deterministic official-format state dicts)."""
+    path = shared_dir / "parity" / "official_weights.py"
+    spec = importlib.util.spec_from_file_location("official_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("official_weights", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A real photograph shipped with scikit-image, as [H, W, 3] uint8 RGB."""
+    from skimage import io
+    from skimage.data import data_dir
+
+    image = io.imread(Path(data_dir) / name)
+    return np.ascontiguousarray(image[..., :3])
