@@ -14,6 +14,9 @@ OFFICIAL_GMACS = [
     ("cityscapes_semantic_stdc2", 1024, 2048, 118.0),
     ("ade20k_panoptic_r50", 640, 640, 47.0),
     ("ade20k_semantic_r50", 512, 512, 30.5),
+    ("ade20k_semantic_r50", 640, 640, 47.0),
+    ("ade20k_semantic_stdc1", 512, 512, 12.4),
+    ("ade20k_semantic_stdc2", 512, 512, 15.7),
 ]
 
 
