@@ -6,7 +6,8 @@ image, e.g. the dataset index mixed with the epoch or iteration), every point fo
 (matcher points first, then its loss points) comes from ``image_generator(image_seeds[b], l, device)``. Layer l is the
 aux index 0..L-1 and L = len(aux_outputs) for the final prediction. An image then gets the same matches and the same
 per-mask loss terms whether it sits in a batch of 4 on one process or a batch of 2 on another; only the
-normalizations (``num_masks`` and the CE class-weight mean) see the rest of the global batch.
+normalizations (``num_masks`` and the CE class-weight sum, both averaged over processes) see the rest of the global
+batch, so DDP over several processes gives the gradients of the same global batch on one process.
 """
 from __future__ import annotations
 
@@ -45,13 +46,19 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> t
     return (1.0 - numerator / denominator).sum() / num_masks
 
 
+def _global_mean(value: torch.Tensor) -> torch.Tensor:
+    """``value`` averaged over processes when torch.distributed is initialized (a copy; no gradient)."""
+    value = value.clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
+
+
 def count_masks(targets: Sequence[Target], device: torch.device | str) -> float:
     """Target masks in the batch, averaged over processes when torch.distributed is initialized, clamped to >= 1."""
     count = torch.tensor(float(sum(len(target["labels"]) for target in targets)), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(count)
-        count = count / dist.get_world_size()
-    return max(count.item(), 1.0)
+    return max(_global_mean(count).item(), 1.0)
 
 
 class SetCriterion(nn.Module):
@@ -127,13 +134,19 @@ class SetCriterion(nn.Module):
 
     def loss_labels(self, pred_logits: torch.Tensor, targets: Sequence[Target],
                     indices: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Weighted-mean CE over all B*Q queries; unmatched queries target class K ("no object")."""
+        """Weighted-mean CE over all B*Q queries; unmatched queries target class K ("no object").
+
+        The weighted mean's denominator (sum of the class weights of the targets) is averaged over processes, like
+        ``num_masks``: on one process this is exactly ``F.cross_entropy(weight=...)``, and under DDP the averaged
+        gradients equal those of the same global batch on one process (the official per-process mean does not).
+        """
         device = pred_logits.device
         classes = torch.full(pred_logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)
         for b, (target, (pred_idx, target_idx)) in enumerate(zip(targets, indices)):
             classes[b, pred_idx.to(device)] = target["labels"].to(device)[target_idx.to(device)]
         weight = self.empty_weight.to(device, torch.float32)
-        return F.cross_entropy(pred_logits.float().transpose(1, 2), classes, weight=weight)
+        losses = F.cross_entropy(pred_logits.float().transpose(1, 2), classes, weight=weight, reduction="none")
+        return losses.sum() / _global_mean(weight[classes].sum().detach())
 
     def loss_masks(self, pred_masks: torch.Tensor, targets: Sequence[Target],
                    indices: Sequence[tuple[torch.Tensor, torch.Tensor]], num_masks: float,
