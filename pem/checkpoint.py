@@ -7,13 +7,14 @@ Checkpoints load with ``torch.load(weights_only=True)`` and are written atomical
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from pem.runtime.coco_panoptic import write_atomic
 
 FORMAT = "pem-edge/1"
 
@@ -24,16 +25,7 @@ class CheckpointError(ValueError):
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda handle: torch.save(obj, handle), ".tmp")
 
 
 def save_checkpoint(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pem.runtime.coco_panoptic import write_json_atomic, write_panoptic_png
+from pem.runtime.coco_panoptic import write_atomic, write_json_atomic, write_panoptic_png
 from pem.runtime.visualize import colorize_panoptic, colorize_semantic, overlay
 
 
@@ -36,9 +36,7 @@ def read_image(source: str) -> np.ndarray:
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    write_atomic(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"), ".png")
 
 
 def run(config_name: str, weights: str | None, image_source: str, out: Path) -> dict[str, float]:

@@ -54,7 +54,7 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
 
 
-def _write_atomic(path: PathLike, write: Callable[[Any], None], suffix: str) -> None:
+def write_atomic(path: PathLike, write: Callable[[Any], None], suffix: str) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path`` in one step."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def write_panoptic_png(path: PathLike, ids: np.ndarray) -> None:
     if ids.ndim != 2:
         raise ValueError(f"segment ids must be [H, W], got shape {ids.shape}")
     image = Image.fromarray(id2rgb(ids))
-    _write_atomic(path, lambda handle: image.save(handle, format="PNG"), ".png")
+    write_atomic(path, lambda handle: image.save(handle, format="PNG"), ".png")
 
 
 def read_panoptic_png(path: PathLike) -> np.ndarray:
@@ -147,4 +147,4 @@ def load_panoptic_json(path: PathLike, require_categories: bool = True) -> dict[
 def write_json_atomic(path: PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON (strict: no NaN/inf) atomically; creates missing folders."""
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    _write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), ".json")
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), ".json")
