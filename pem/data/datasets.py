@@ -265,6 +265,7 @@ class CocoPanopticDataset(_RecordDataset):
             panoptic_file = Path(panoptic_dir) / annotation["file_name"]
             records.append(PanopticRecord(image_file, panoptic_file, image_id, tuple(segments)))
         self.num_filtered = len(data["annotations"]) - len(records)
+        self.panoptic_json, self.panoptic_dir = Path(panoptic_json), Path(panoptic_dir)
         super().__init__(records, transform, on_error, panoptic_json)
 
     def _read(self, record: PanopticRecord) -> Sample:

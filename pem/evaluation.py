@@ -1,0 +1,119 @@
+"""``pem-eval``: run a model over a dataset split, write its predictions, and compute PQ and mIoU.
+
+Predictions go through the same chain as deployment (``pem.inference.predict``: official resize, geometry and the
+runtime's fusion). PQ uses ``pem.metrics.PanopticQuality`` (panopticapi's definition) on the dataset's panoptic
+PNGs; mIoU uses ``pem.metrics.SemanticMetrics`` on the dataset's semantic labels (255 ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pem.config import PEMConfig
+from pem.metrics import PanopticQuality, SemanticMetrics
+from pem.modeling.pem_model import PEM
+from pem.runtime.coco_panoptic import write_json_atomic, write_panoptic_png
+
+
+def find_split(config: PEMConfig, root: str | Path, split: str) -> Any | None:
+    """The dataset of ``split`` under ``root``, or None when that split does not exist."""
+    from pem.data.datasets import DatasetError, build_dataset
+
+    try:
+        return build_dataset(config, root, split)
+    except (DatasetError, FileNotFoundError):
+        return None
+
+
+@torch.no_grad()
+def evaluate(model: PEM, root: str | Path, split: str = "val", out: str | Path | None = None,
+             max_images: int | None = None, verbose: bool = False) -> dict[str, Any]:
+    """Metrics of ``model`` (eval mode) on ``split``; with ``out``, COCO-panoptic predictions and metrics.json."""
+    from pem.data.datasets import build_dataset, read_panoptic
+    from pem.inference import predict
+
+    config = model.config
+    dataset = build_dataset(config, root, split)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    semantic = SemanticMetrics(config.num_classes)
+    panoptic = PanopticQuality({c.id: c.isthing for c in config.categories}) if config.test.panoptic_on else None
+    dataset_ids = [c.dataset_id for c in config.categories]
+    annotations = []
+    started = time.perf_counter()
+    for index in range(count):
+        sample = dataset[index]
+        prediction = predict(model, sample["image"])
+        semantic.update(prediction.semantic, sample["sem_seg"])
+        if panoptic is not None:
+            record = dataset.records[index]
+            result = prediction.panoptic
+            gt_segments = [{"id": i, "category_id": c, "iscrowd": int(crowd)} for i, c, crowd in record.segments]
+            pred_segments = [{"id": s.id, "category_id": s.category_id} for s in result.segments]
+            panoptic.update(read_panoptic(record.panoptic_file), gt_segments, result.panoptic, pred_segments,
+                            image_id=record.image_id)
+            if out is not None:
+                name = Path(record.panoptic_file).name
+                write_panoptic_png(Path(out) / "panoptic" / name, result.panoptic)
+                annotations.append({
+                    "image_id": record.image_id, "file_name": name,
+                    "segments_info": [{"id": s.id, "category_id": dataset_ids[s.category_id], "iscrowd": 0,
+                                       "area": s.area, "score": s.score, "isthing": s.isthing}
+                                      for s in result.segments],
+                })
+        if verbose and sys.stderr.isatty():
+            print(f"\r{index + 1}/{count} images", end="", file=sys.stderr, flush=True)
+    if verbose:
+        print(f"\revaluated {count} images of {split}", file=sys.stderr)
+    metrics: dict[str, Any] = {"split": split, "images": count, "semantic": semantic.compute(),
+                               "seconds": time.perf_counter() - started}
+    summary = {"mIoU": 100 * metrics["semantic"]["mIoU"]}
+    if panoptic is not None:
+        metrics["panoptic"] = panoptic.compute()
+        for group, prefix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+            for key in ("pq", "sq", "rq"):
+                summary[f"{key.upper()}{prefix}"] = 100 * metrics["panoptic"][group][key]
+    metrics["summary"] = summary
+    if out is not None:
+        out = Path(out)
+        if panoptic is not None:
+            categories = [{"id": c.dataset_id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
+                          for c in config.categories]
+            write_json_atomic(out / "predictions.json", {"annotations": annotations, "categories": categories})
+        write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pem-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="preset name")
+    parser.add_argument("--weights", required=True, help="checkpoint from pem-train or pem-convert")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out", type=Path, help="folder for predictions (COCO-panoptic PNG + JSON) and metrics.json")
+    parser.add_argument("--json", type=Path, help="write the metrics JSON here")
+    parser.add_argument("--max-images", type=int)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    import pem
+    from pem.checkpoint import CheckpointError
+    from pem.data.datasets import DatasetError
+
+    try:
+        model = pem.build_model(args.config, args.weights).to(args.device).eval()
+        metrics = evaluate(model, args.data, args.split, args.out, args.max_images, verbose=True)
+    except (KeyError, ValueError, CheckpointError, DatasetError) as error:
+        print(f"pem-eval: error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    print("  ".join(f"{key} {value:.1f}" for key, value in metrics["summary"].items()))
+    if args.json is not None:
+        write_json_atomic(args.json, metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

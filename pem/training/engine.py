@@ -1,0 +1,331 @@
+"""The training loop behind ``pem-train``: one process or DDP under ``torchrun``.
+
+Data order is a pure function of (seed, step): the global sample stream is the concatenation of per-epoch
+permutations, step s takes stream positions [s*B, (s+1)*B) and rank r takes every W-th of them. Augmentation and the
+loss's point sampling are seeded per stream position. So a resumed run continues exactly where it stopped, and W
+processes see the same global batch as one process (set ``freeze_bn`` to make BN statistics agree as well on CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pem.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, read_checkpoint, save_checkpoint
+from pem.config import PEMConfig, get_preset
+from pem.modeling.pem_model import PEM
+from pem.training.criterion import SetCriterion
+from pem.training.matcher import HungarianMatcher
+from pem.training.optim import build_optimizer, build_scheduler
+
+LAST_CHECKPOINT = "last.pth"
+FINAL_WEIGHTS = "model_final.pth"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class TrainOptions:
+    """What ``pem-train`` takes; ``None`` means the preset's value."""
+
+    config: str
+    data: Path
+    out: Path
+    max_steps: int | None = None
+    minutes: float | None = None
+    stop_after: int | None = None
+    resume: bool = False
+    batch_size: int | None = None
+    lr: float | None = None
+    accumulate: int = 1
+    seed: int = 0
+    num_workers: int = 0
+    num_points: int | None = None
+    init: str | None = None
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    freeze_bn: bool = False
+    on_error: str = "raise"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, NCCL on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def stream_index(position: int, dataset_size: int, seed: int) -> int:
+    """Dataset index at global stream position ``position`` (one seeded permutation per epoch)."""
+    epoch, offset = divmod(position, dataset_size)
+    return int(np.random.default_rng([seed, epoch]).permutation(dataset_size)[offset])
+
+
+def position_seed(seed: int, position: int) -> int:
+    """A non-negative 63-bit seed for the augmentation and point sampling of stream position ``position``."""
+    return int(np.random.SeedSequence([seed, position]).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
+
+
+class AugmentedSamples(torch.utils.data.Dataset):
+    """Maps a stream position to the augmented sample at that position (DataLoader workers may load it)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, config: PEMConfig, seed: int) -> None:
+        self.dataset, self.config, self.seed = dataset, config, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        from pem.data.transforms import TrainTransform
+
+        sample = self.dataset[stream_index(position, len(self.dataset), self.seed)]
+        rng = np.random.default_rng(position_seed(self.seed, position))
+        sample = TrainTransform(self.config, rng)(sample)
+        sample["position"] = position
+        return sample
+
+
+class StepPositions(torch.utils.data.Sampler):
+    """Yields this rank's stream positions for steps ``start_step`` onwards (micro-batch after micro-batch)."""
+
+    def __init__(self, start_step: int, steps: int, batch_size: int, accumulate: int, world: Distributed) -> None:
+        self.start_step, self.steps = start_step, steps
+        self.batch_size, self.accumulate, self.world = batch_size, accumulate, world
+
+    def __iter__(self) -> Iterator[int]:
+        global_batch = self.batch_size * self.accumulate * self.world.world_size
+        for step in range(self.start_step, self.steps):
+            positions = range(step * global_batch, (step + 1) * global_batch)
+            yield from positions[self.world.rank :: self.world.world_size]
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.batch_size * self.accumulate
+
+
+def _collate_with_positions(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """``pem.data.collate`` plus the stream positions (they seed the loss's point sampling)."""
+    from pem.data.datasets import collate
+
+    batch = collate(samples)
+    batch["positions"] = [sample["position"] for sample in samples]
+    return batch
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _move_targets(targets: list[dict[str, torch.Tensor]], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    return [{"labels": t["labels"].to(device), "masks": t["masks"].to(device)} for t in targets]
+
+
+class Progress:
+    """One status line with ETA on stderr (rewritten in place on a terminal, every ``every`` steps otherwise)."""
+
+    def __init__(self, total: int, start: int, every: int) -> None:
+        self.total, self.start, self.every = total, start, every
+        self.started = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        done = step - self.start
+        if not self.tty and done % self.every and step != self.total:
+            return
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        line = f"step {step}/{self.total}  loss {loss:.3f}  lr {lr:.2e}  {rate:.2f} it/s  ETA {eta_text}"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _initialise(model: PEM, init: str | None) -> None:
+    """Load our checkpoint (full model or backbone-only, e.g. ImageNet weights from pem-convert)."""
+    if init is not None:
+        load_checkpoint(model, init)
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Train and return a summary (final step, last losses, paths)."""
+    config = get_preset(options.config)
+    device = _device(options.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    world = init_distributed(device)
+    torch.manual_seed(options.seed)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    max_steps = options.max_steps or config.train.max_iter
+    batch_size = options.batch_size or config.train.batch_size
+    per_rank = batch_size // world.world_size
+    if per_rank * world.world_size != batch_size:
+        raise ValueError(f"batch size {batch_size} is not divisible by {world.world_size} processes")
+    base_lr = options.lr or config.train.base_lr
+
+    from pem.data.datasets import build_dataset
+
+    dataset = build_dataset(config, options.data, "train", on_error=options.on_error)
+    model = PEM(config).to(device)
+    _initialise(model, options.init)
+    criterion = SetCriterion(
+        config.num_classes, HungarianMatcher(num_points=options.num_points or 12544),
+        num_points=options.num_points or 12544,
+    ).to(device)
+    optimizer = build_optimizer(model, config.train, base_lr)
+    scheduler = build_scheduler(optimizer, max_steps, base_lr, config.train.end_lr)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_step = 0
+    last = out / LAST_CHECKPOINT
+    if options.resume and last.is_file():
+        state = read_checkpoint(last)
+        if state.get("preset") != config.name:
+            raise CheckpointError(f"{last} belongs to preset {state.get('preset')!r}, not {config.name!r}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+    if world.world_size > 1:
+        if device.type == "cuda" and not options.freeze_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ddp_model: nn.Module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        ddp_model = model
+    loader = torch.utils.data.DataLoader(
+        AugmentedSamples(dataset, config, options.seed),
+        batch_size=per_rank,
+        sampler=StepPositions(start_step, max_steps, per_rank, options.accumulate, world),
+        num_workers=options.num_workers,
+        collate_fn=_collate_with_positions,
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+    progress = Progress(max_steps, start_step, options.log_every) if world.is_main else None
+    log = (out / LOG_FILE).open("a") if world.is_main else None
+    started = time.perf_counter()
+    step = start_step
+    losses: dict[str, float] = {}
+    try:
+        while step < max_steps:
+            if options.minutes is not None and time.perf_counter() - started > options.minutes * 60:
+                break
+            if options.stop_after is not None and step - start_step >= options.stop_after:
+                break
+            ddp_model.train()
+            if options.freeze_bn:
+                _freeze_batchnorm(ddp_model)
+            data_time, totals = 0.0, {}
+            for micro in range(options.accumulate):
+                fetch = time.perf_counter()
+                batch = next(batches)
+                data_time += time.perf_counter() - fetch
+                images = batch["images"].to(device, non_blocking=True)
+                targets = _move_targets(batch["targets"], device)
+                seeds = [position_seed(options.seed + 1, int(p)) for p in batch["positions"]]
+                sync = micro == options.accumulate - 1 or world.world_size == 1
+                context = ddp_model.no_sync() if not sync else contextlib.nullcontext()
+                with context:
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        outputs = ddp_model(images)
+                    terms = criterion(outputs, targets, image_seeds=seeds)
+                    total = criterion.weighted_total(terms) / options.accumulate
+                    scaler.scale(total).backward()
+                for key, value in terms.items():
+                    totals[key] = totals.get(key, 0.0) + float(value.detach()) / options.accumulate
+                totals["total"] = totals.get("total", 0.0) + float(total.detach())
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            losses = totals
+            if world.is_main:
+                lr = max(group["lr"] for group in optimizer.param_groups)
+                progress.update(step, totals["total"], lr)
+                if step % options.log_every == 0 or step == max_steps:
+                    record = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "data_time": data_time,
+                              "elapsed": time.perf_counter() - started, **totals}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if step % options.checkpoint_every == 0:
+                    _save_state(last, model, optimizer, scheduler, scaler, step, config, options)
+                if options.eval_every and step % options.eval_every == 0:
+                    _periodic_eval(model, config, options, step, log)
+    finally:
+        if progress is not None:
+            progress.close()
+    if world.is_main:
+        _save_state(last, model, optimizer, scheduler, scaler, step, config, options)
+        save_checkpoint(out / FINAL_WEIGHTS, model.state_dict(), config.name, step=step)
+        log.close()
+    if world.world_size > 1:
+        dist.barrier()
+    return {"step": step, "losses": losses, "checkpoint": str(last), "weights": str(out / FINAL_WEIGHTS)}
+
+
+def _save_state(path: Path, model: PEM, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: torch.amp.GradScaler, step: int, config: PEMConfig, options: TrainOptions) -> None:
+    """Everything needed to resume, written atomically."""
+    options_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
+    atomic_torch_save(
+        {"format": "pem-edge/1", "preset": config.name, "scope": "model", "model": model.state_dict(),
+         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+         "step": step, "options": options_dict},
+        path,
+    )
+
+
+def _periodic_eval(model: PEM, config: PEMConfig, options: TrainOptions, step: int, log: Any) -> None:
+    """Evaluate on the ``val`` split when there is one; the result goes to the JSON-lines log."""
+    from pem.evaluation import evaluate, find_split
+
+    if find_split(config, options.data, "val") is None:
+        return
+    was_training = model.training
+    metrics = evaluate(model.eval(), options.data, "val", out=Path(options.out) / f"eval_{step:07d}")
+    model.train(was_training)
+    log.write(json.dumps({"step": step, "eval": metrics["summary"]}) + "\n")
+    log.flush()
