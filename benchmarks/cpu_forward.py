@@ -51,7 +51,7 @@ def _measure_once(config: str, height: int, width: int, threads: int) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pem.info import parse_size
+    from pem.runtime.sizes import parse_size
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cityscapes_panoptic_r50")

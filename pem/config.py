@@ -72,7 +72,7 @@ class TestConfig:
     instance_on: bool = False
 
 
-def _short_sides(base: int) -> tuple[int, ...]:
+def short_side_choices(base: int) -> tuple[int, ...]:
     """The official "choice" short sides: int(0.1 * x * base) for x = 5..20 (0.5x to 2x the base)."""
     return tuple(int(x * 0.1 * base) for x in range(5, 21))
 
@@ -89,7 +89,7 @@ class TrainConfig:
     backbone_lr_multiplier: float = 0.1
     clip_grad_norm: float = 0.01
     crop_size: tuple[int, int] = (512, 1024)
-    min_size_train: tuple[int, ...] = field(default_factory=lambda: _short_sides(1024))
+    min_size_train: tuple[int, ...] = field(default_factory=lambda: short_side_choices(1024))
     max_size_train: int = 4096
     pad_to_crop: bool = False  # ADE20K mappers pad the crop (INPUT.SIZE_DIVISIBILITY = crop size)
 
@@ -177,13 +177,13 @@ def _official(dataset: str, task: str, backbone: str) -> PEMConfig:
         test = TestConfig(640, 2560, panoptic_on=True)
         train = TrainConfig(
             max_iter=160_000, base_lr=4e-4, end_lr=1e-6, crop_size=(640, 640),
-            min_size_train=_short_sides(640), max_size_train=2560, pad_to_crop=True,
+            min_size_train=short_side_choices(640), max_size_train=2560, pad_to_crop=True,
         )
     else:
         test = TestConfig(512, 2048)
         train = TrainConfig(
             max_iter=160_000, base_lr=4e-4, end_lr=1e-6, crop_size=(512, 512),
-            min_size_train=_short_sides(512), max_size_train=2048, pad_to_crop=True,
+            min_size_train=short_side_choices(512), max_size_train=2048, pad_to_crop=True,
         )
     return PEMConfig(f"{dataset}_{task}_{backbone}", dataset, task, model, categories, test, train)
 

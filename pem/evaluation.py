@@ -7,6 +7,7 @@ PNGs; mIoU uses ``pem.metrics.SemanticMetrics`` on the dataset's semantic labels
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,17 @@ from pem.config import PEMConfig
 from pem.metrics import PanopticQuality, SemanticMetrics
 from pem.modeling.pem_model import PEM
 from pem.runtime.coco_panoptic import write_json_atomic, write_panoptic_png
+
+
+def _finite_or_none(value: Any) -> Any:
+    """NaN entries (classes absent from the evaluation) become None, so the metrics are strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def find_split(config: PEMConfig, root: str | Path, split: str) -> Any | None:
@@ -69,7 +81,7 @@ def evaluate(model: PEM, root: str | Path, split: str = "val", out: str | Path |
             print(f"\r{index + 1}/{count} images", end="", file=sys.stderr, flush=True)
     if verbose:
         print(f"\revaluated {count} images of {split}", file=sys.stderr)
-    metrics: dict[str, Any] = {"split": split, "images": count, "semantic": semantic.compute(),
+    metrics: dict[str, Any] = {"split": split, "images": count, "semantic": _finite_or_none(semantic.compute()),
                                "seconds": time.perf_counter() - started}
     summary = {"mIoU": 100 * metrics["semantic"]["mIoU"]}
     if panoptic is not None:

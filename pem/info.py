@@ -18,6 +18,7 @@ from torch import nn
 from pem.config import get_preset
 from pem.modeling.pem_model import PEM
 from pem.modeling.pixel_decoder import ModulatedDeformConv
+from pem.runtime.sizes import parse_size
 
 _COMPONENTS = ("backbone", "pixel_decoder", "transformer_decoder")
 
@@ -94,20 +95,6 @@ def default_size(preset: str) -> tuple[int, int]:
     if config.dataset == "cityscapes":
         return 1024, 2048
     return config.test.min_size, config.test.min_size
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``640``, ``640x480`` or ``640,480`` -> (height, width)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use H, HxW or H,W") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use H, HxW or H,W with positive numbers")
-    return values[0], values[1]
 
 
 def main(argv: list[str] | None = None) -> int:

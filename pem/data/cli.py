@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from pem.data.synthetic import MIN_SIDE, generate_synthetic_dataset
+from pem.runtime.sizes import parse_size as parse_image_size
 
 PROG = "pem-data"
 
@@ -30,11 +31,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` -> (H, W); ValueError unless both are integers of at least ``MIN_SIDE``."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must look like HxW (e.g. 256x256), got {text!r}") from None
+    """``"HxW"`` -> (H, W); ValueError unless both are at least ``MIN_SIDE``."""
+    height, width = parse_image_size(text)
     if height < MIN_SIDE or width < MIN_SIDE:
         raise ValueError(f"--size must be at least {MIN_SIDE}x{MIN_SIDE}, got {text!r}")
     return height, width

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pem.runtime.sizes import parse_size
 from pem.training.engine import TrainOptions, train
 
 
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--num-points", type=int, help="points for the matcher and mask losses (official 12544)")
     parser.add_argument("--init", help="our checkpoint to start from (full model, or backbone from pem-convert)")
+    parser.add_argument("--crop", type=parse_size,
+                        help="training crop HxW instead of the preset's (the resize choices scale with it)")
     parser.add_argument("--eval-every", type=int, default=0, help="evaluate on DATA's val split every N steps")
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--log-every", type=int, default=10)
@@ -41,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = TrainOptions(
         config=args.config, data=args.data, out=args.out, max_steps=args.max_steps, minutes=args.minutes,
-        stop_after=args.stop_after, resume=args.resume, batch_size=args.batch_size, lr=args.lr, accumulate=args.accumulate, seed=args.seed,
-        num_workers=args.workers, num_points=args.num_points, init=args.init, eval_every=args.eval_every,
+        stop_after=args.stop_after, resume=args.resume, batch_size=args.batch_size, lr=args.lr,
+        accumulate=args.accumulate, seed=args.seed, num_workers=args.workers, num_points=args.num_points,
+        init=args.init, crop=args.crop, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, freeze_bn=args.freeze_bn,
         on_error="skip" if args.skip_bad_files else "raise", device=args.device,
     )

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pem.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, read_checkpoint, save_checkpoint
-from pem.config import PEMConfig, get_preset
+from pem.config import PEMConfig, get_preset, short_side_choices
 from pem.modeling.pem_model import PEM
 from pem.training.criterion import SetCriterion
 from pem.training.matcher import HungarianMatcher
@@ -53,6 +53,7 @@ class TrainOptions:
     num_workers: int = 0
     num_points: int | None = None
     init: str | None = None
+    crop: tuple[int, int] | None = None
     eval_every: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -138,6 +139,14 @@ def _collate_with_positions(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Per-process loss values averaged over processes: the loss of the global batch (see the criterion)."""
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, (tensor / dist.get_world_size()).tolist()))
+
+
 def _freeze_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -171,6 +180,16 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _with_crop(config: PEMConfig, crop: tuple[int, int] | None) -> PEMConfig:
+    """``config`` with another training crop; the resize choices scale with it (0.5x to 2x its short side)."""
+    if crop is None:
+        return config
+    short = min(crop)
+    train = replace(config.train, crop_size=tuple(crop), min_size_train=short_side_choices(short),
+                    max_size_train=4 * max(crop))
+    return replace(config, train=train)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -185,7 +204,7 @@ def _initialise(model: PEM, init: str | None) -> None:
 
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train and return a summary (final step, last losses, paths)."""
-    config = get_preset(options.config)
+    config = _with_crop(get_preset(options.config), options.crop)
     device = _device(options.device)
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -281,13 +300,13 @@ def train(options: TrainOptions) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            losses = totals
+            losses = _mean_over_processes(totals, device) if world.world_size > 1 else totals
             if world.is_main:
                 lr = max(group["lr"] for group in optimizer.param_groups)
-                progress.update(step, totals["total"], lr)
+                progress.update(step, losses["total"], lr)
                 if step % options.log_every == 0 or step == max_steps:
                     record = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "data_time": data_time,
-                              "elapsed": time.perf_counter() - started, **totals}
+                              "elapsed": time.perf_counter() - started, **losses}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 if step % options.checkpoint_every == 0:

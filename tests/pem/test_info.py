@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from pem.info import main, model_info, parse_size
+from pem.info import main, model_info
+from pem.runtime.sizes import parse_size
 
 # official model, counted over convs (deformable included), linears, matmuls and einsums
 OFFICIAL_GMACS = [

@@ -1,0 +1,22 @@
+"""Image-size arguments of the command-line tools: ``640``, ``640x480`` or ``640,480`` (height first)."""
+from __future__ import annotations
+
+import argparse
+
+
+class SizeError(argparse.ArgumentTypeError, ValueError):
+    """A malformed size: argparse prints its message; other callers can catch it as a ValueError."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"H"``, ``"HxW"`` or ``"H,W"`` -> (H, W) of positive integers; ``SizeError`` otherwise."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise SizeError(f"bad size {text!r}: use H, HxW or H,W") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise SizeError(f"bad size {text!r}: use H, HxW or H,W with positive numbers")
+    return values[0], values[1]
