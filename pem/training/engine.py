@@ -196,18 +196,14 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _initialise(model: PEM, init: str | None) -> None:
-    """Load our checkpoint (full model or backbone-only, e.g. ImageNet weights from pem-convert)."""
-    if init is not None:
-        load_checkpoint(model, init)
-
-
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train and return a summary (final step, last losses, paths)."""
     config = _with_crop(get_preset(options.config), options.crop)
     device = _device(options.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     world = init_distributed(device)
     torch.manual_seed(options.seed)
     out = Path(options.out)
@@ -222,8 +218,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
     from pem.data.datasets import build_dataset
 
     dataset = build_dataset(config, options.data, "train", on_error=options.on_error)
-    model = PEM(config).to(device)
-    _initialise(model, options.init)
+    model = PEM(config)
+    if options.init is not None:  # full model, or a backbone from pem-convert (ImageNet weights)
+        load_checkpoint(model, options.init)
+    model.to(device)
     criterion = SetCriterion(
         config.num_classes, HungarianMatcher(num_points=options.num_points or 12544),
         num_points=options.num_points or 12544,

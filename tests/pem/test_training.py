@@ -79,6 +79,14 @@ def test_ddp_two_gloo_processes_match_one_process(scenes: Path, tmp_path: Path) 
     assert second[0]["total"] == pytest.approx(first[0]["total"], rel=1e-5)
 
 
+def test_gradient_accumulation_consumes_micro_batches(scenes: Path, tmp_path: Path) -> None:
+    args = [*FAST, "--data", str(scenes), "--out", str(tmp_path), "--max-steps", "3", "--accumulate", "2"]
+    assert train_main(args) == 0
+    log = _log(tmp_path)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert all(r["total"] > 0 and r["grad_norm"] > 0 for r in log)
+
+
 def test_parameter_groups_follow_the_official_rules() -> None:
     config = get_preset("synthetic_panoptic_tiny")
     model = PEM(config)

@@ -1,0 +1,52 @@
+"""The I/O contract of exported PEM graphs: tensor names, heads and metadata keys, in one place.
+
+Export (``pem.export``) writes graphs with these names and the runtime reads them; nobody else spells them.
+
+Shapes: B batch, h x w the host-resized image, H0 x W0 the original image (one size per batch), Q queries,
+K classes.
+
+Inputs
+    ``image``      uint8 [B, h, w, 3] RGB, already resized by the host (shortest edge, Pillow bilinear);
+                   normalization and zero padding to a multiple of 32 happen in the graph.
+    ``image_nchw`` float32 [B, 3, h, w] RGB in 0..255 (the ``float`` input layout, instead of ``image``).
+    ``orig_size``  int64 [2]: (H0, W0), the size the outputs are resized to (the official chain).
+
+Heads and their outputs
+    ``raw``        ``pred_logits`` float [B, Q, K+1] (last = "no object"), ``pred_masks`` float [B, Q, h'/4, w'/4]
+                   (mask logits of the padded input h' x w').
+    ``semantic``   ``semantic`` int64 [B, H0, W0]: argmax over classes of the official semantic scores.
+    ``panoptic``   ``query_scores`` float [B, Q], ``query_labels`` int64 [B, Q] (K = no object),
+                   ``winner`` int32 [B, H0, W0] (index of the kept query that wins the pixel when its mask
+                   probability is >= 0.5 there, else -1), ``winner_area``, ``mask_area``, ``visible_area``
+                   int64 [B, Q] (the per-query counts the fusion rules need; see ``pem.runtime.fusion``).
+"""
+from __future__ import annotations
+
+INPUT_IMAGE = "image"
+INPUT_IMAGE_FLOAT = "image_nchw"
+INPUT_ORIG_SIZE = "orig_size"
+
+HEADS = ("raw", "semantic", "panoptic")
+INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
+
+RAW_OUTPUTS = ("pred_logits", "pred_masks")
+SEMANTIC_OUTPUTS = ("semantic",)
+PANOPTIC_OUTPUTS = ("query_scores", "query_labels", "winner", "winner_area", "mask_area", "visible_area")
+OUTPUTS = {"raw": RAW_OUTPUTS, "semantic": SEMANTIC_OUTPUTS, "panoptic": PANOPTIC_OUTPUTS}
+
+PROTOTYPE_GATHER_DOMAIN = "pem"
+PROTOTYPE_GATHER_OP = "PrototypeGather"
+
+# metadata_props of the ONNX model (and the JSON manifest beside an engine); values are strings, JSON-encoded
+# where they are not plain text.
+META_FORMAT = "pem.format"  # "pem-edge/1"
+META_PRESET = "pem.preset"
+META_HEAD = "pem.head"
+META_INPUT_LAYOUT = "pem.input_layout"
+META_CLASSES = "pem.classes"  # JSON list of {"id", "name", "isthing", "color", "dataset_id"}
+META_TEST = "pem.test"  # JSON {"min_size", "max_size", "object_mask_threshold", "overlap_threshold", ...}
+META_NORMALIZATION = "pem.normalization"  # JSON {"mean": [...], "std": [...], "size_divisibility": 32}
+META_PRECISION = "pem.precision"  # "fp32" | "fp16" | "int8"
+META_SHAPES = "pem.shapes"  # JSON {"batch": int | "dynamic", "height": ..., "width": ...}
+META_PRODUCER = "pem.producer"  # JSON {"pem": ..., "torch": ..., "onnx": ..., "opset": ...}
+FORMAT = "pem-edge/1"
