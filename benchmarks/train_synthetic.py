@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pem.benchmarks.cpu_forward import RESULTS, cpu_model
+from pem.benchmarks.cpu_forward import RESULTS
+from pem.benchmarks.environment import cpu_model
 
 
 def draw_curve(log_file: Path, path: Path, width: int = 900, height: int = 420) -> None:
