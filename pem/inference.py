@@ -38,14 +38,15 @@ class Prediction:
     instances: InstanceOutput | None
 
 
-def resize_mask_logits(
-    mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int], output_size: tuple[int, int]
+def to_original_size(
+    maps: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int], output_size: tuple[int, int]
 ) -> torch.Tensor:
-    """[Q, h, w] logits at stride 4 -> [Q, H0, W0]: upsample to the padded size, crop to the image, resize.
+    """[C, h, w] maps over the padded input (mask logits at stride 4, or class scores) -> [C, H0, W0]: upsample to
+    the padded size, crop to the resized image, resize to the original size.
 
     Both resizes are bilinear with align_corners=False (the official ``sem_seg_postprocess`` chain).
     """
-    x = F.interpolate(mask_logits[None], size=padded_size, mode="bilinear", align_corners=False)
+    x = F.interpolate(maps[None], size=padded_size, mode="bilinear", align_corners=False)
     x = x[:, :, : image_size[0], : image_size[1]]
     return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)[0]
 
@@ -66,13 +67,13 @@ def predict(model: PEM, image: np.ndarray, instances: bool = False) -> Predictio
     padded_size = (-(-image_size[0] // divisor) * divisor, -(-image_size[1] // divisor) * divisor)
     logits_np = class_logits.float().cpu().numpy()
     if config.test.panoptic_on or instances:
-        masks = resize_mask_logits(outputs["pred_masks"][0], padded_size, image_size, output_size)
+        masks = to_original_size(outputs["pred_masks"][0], padded_size, image_size, output_size)
         masks_np = masks.float().cpu().numpy()
         semantic_prob = semantic_inference(logits_np, masks_np)
     else:
         upsampled = F.interpolate(outputs["pred_masks"], size=padded_size, mode="bilinear", align_corners=False)[0]
         padded_prob = torch.from_numpy(semantic_inference(logits_np, upsampled.float().cpu().numpy()))
-        semantic_prob = resize_mask_logits(padded_prob, padded_size, image_size, output_size).numpy()
+        semantic_prob = to_original_size(padded_prob, padded_size, image_size, output_size).numpy()
     panoptic = None
     if config.test.panoptic_on:
         panoptic = panoptic_inference(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import pem
-from pem.inference import predict, resize_mask_logits
+from pem.inference import predict, to_original_size
 from pem.runtime.fusion import panoptic_inference
 from pem.runtime.preprocess import resize_shortest_edge, shortest_edge_size
 from tests.conftest import load_photo
@@ -35,7 +35,7 @@ def test_resize_is_pillow_bilinear_on_uint8() -> None:
 def test_mask_geometry_upsamples_crops_then_resizes() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 8, 12, dtype=torch.float64)  # stride 4 of a 32 x 48 padded input
-    out = resize_mask_logits(logits, (32, 48), (30, 41), (60, 82))
+    out = to_original_size(logits, (32, 48), (30, 41), (60, 82))
     padded = F.interpolate(logits[None], size=(32, 48), mode="bilinear", align_corners=False)
     expected = F.interpolate(padded[:, :, :30, :41], size=(60, 82), mode="bilinear", align_corners=False)[0]
     assert out.shape == (3, 60, 82)
