@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pem.kernels import deform_conv2d_fast as deform_conv2d
 from pem.modeling.layers import ConvNormReLU, make_norm
-from pem.ops import deform_conv2d
 
 
 class ChannelGate(nn.Module):

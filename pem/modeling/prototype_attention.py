@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pem.kernels import prototype_gather_fast as prototype_gather
 from pem.modeling.layers import make_norm
-from pem.ops.prototype_gather import prototype_gather
 
 
 class PrototypeCrossAttention(nn.Module):

@@ -36,7 +36,7 @@ DISABLE_TORCHVISION_ENV = "PEM_DISABLE_TORCHVISION_DEFORM"
 IntPair = int | Sequence[int]
 
 
-def _pair(value: IntPair, name: str) -> tuple[int, int]:
+def as_pair(value: IntPair, name: str) -> tuple[int, int]:
     """``int`` or a pair of ints -> ``(int, int)``."""
     if isinstance(value, int):
         return value, value
@@ -46,7 +46,7 @@ def _pair(value: IntPair, name: str) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
-def _check_arguments(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+def check_deform_arguments(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                      mask: torch.Tensor | None) -> tuple[int, int, int, int]:
     """Validate shapes, dtypes and devices; return ``(groups, offset_groups, Ho, Wo)``."""
@@ -114,8 +114,8 @@ def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: t
     Memory: the sampled im2col buffer is [B, Cin * kh * kw, Ho * Wo], i.e. kh * kw times the input at stride 1,
     and autograd keeps the four bilinear-corner gathers of that size for the backward pass.
     """
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    groups, offset_groups, out_h, out_w = _check_arguments(input, offset, weight, bias, stride, padding, dilation,
+    stride, padding, dilation = as_pair(stride, "stride"), as_pair(padding, "padding"), as_pair(dilation, "dilation")
+    groups, offset_groups, out_h, out_w = check_deform_arguments(input, offset, weight, bias, stride, padding, dilation,
                                                            mask)
     batch, in_channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
@@ -193,9 +193,9 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     floating dtype and device for all. Runs torchvision's kernel or ``deform_conv2d_reference`` as
     ``deform_conv2d_backend()`` says. Inconsistent shapes raise ValueError.
     """
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, padding, dilation = as_pair(stride, "stride"), as_pair(padding, "padding"), as_pair(dilation, "dilation")
     if deform_conv2d_backend() == "reference":
         return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
-    _check_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
+    check_deform_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
     kernel = _torchvision_deform_conv2d()
     return kernel(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)

@@ -1,0 +1,30 @@
+"""Fused kernels of the fast PyTorch-CUDA path, each with its PyTorch reference as fallback and oracle.
+
+* ``prototype_gather_fast`` / ``prototype_gather_triton``: ``pem::PrototypeGather`` (Triton).
+* ``deform_conv2d_fast`` / ``deform_conv2d_triton``: modulated deformable convolution with FP32 coordinates and
+  FP32 accumulation (Triton).
+* ``panoptic_pixel_stage_torch``: the per-pixel stage of panoptic fusion in torch, on any device.
+
+The ``*_fast`` dispatchers run the Triton kernels on CUDA tensors when triton imports and ``PEM_DISABLE_TRITON``
+is not ``1`` (and no gradient is needed, nothing is traced), else the references. Triton is imported lazily
+(``triton_available()``); the kernel sources are ``pem.kernels.prototype_gather_kernel`` and
+``pem.kernels.deform_conv_kernel``, which import triton themselves.
+"""
+from __future__ import annotations
+
+from pem.kernels._runtime import DISABLE_TRITON_ENV, triton_available, use_triton
+from pem.kernels.deform_conv import deform_conv2d_fast, deform_conv2d_triton
+from pem.kernels.panoptic import PixelStage, panoptic_pixel_stage_torch
+from pem.kernels.prototype_gather import prototype_gather_fast, prototype_gather_triton
+
+__all__ = [
+    "DISABLE_TRITON_ENV",
+    "PixelStage",
+    "deform_conv2d_fast",
+    "deform_conv2d_triton",
+    "panoptic_pixel_stage_torch",
+    "prototype_gather_fast",
+    "prototype_gather_triton",
+    "triton_available",
+    "use_triton",
+]
