@@ -9,7 +9,10 @@ Inputs
     ``image``      uint8 [B, h, w, 3] RGB, already resized by the host (shortest edge, Pillow bilinear);
                    normalization and zero padding to a multiple of 32 happen in the graph.
     ``image_nchw`` float32 [B, 3, h, w] RGB in 0..255 (the ``float`` input layout, instead of ``image``).
-    ``orig_size``  int64 [2]: (H0, W0), the size the outputs are resized to (the official chain).
+    ``orig_size``  int64 [2]: (H0, W0), the size the outputs are resized to (the official chain). Only the
+                   ``semantic`` and ``panoptic`` heads take it; exported ``raw`` graphs have the image input alone.
+
+Exported graphs fix batch, h and w (``pem.shapes`` holds integers) or leave all three free (``"dynamic"``).
 
 Heads and their outputs
     ``raw``        ``pred_logits`` float [B, Q, K+1] (last = "no object"), ``pred_masks`` float [B, Q, h'/4, w'/4]
@@ -19,6 +22,9 @@ Heads and their outputs
                    ``winner`` int32 [B, H0, W0] (index of the kept query that wins the pixel when its mask
                    probability is >= 0.5 there, else -1), ``winner_area``, ``mask_area``, ``visible_area``
                    int64 [B, Q] (the per-query counts the fusion rules need; see ``pem.runtime.fusion``).
+                   A query is kept where ``query_labels != K`` and ``query_scores > object_mask_threshold`` (of
+                   ``pem.test``, compared in float32); counts are zero for the others. The host runs
+                   ``panoptic_segments`` on these and relabels ``winner`` through its LUT (``lut[-1] = 0``).
 """
 from __future__ import annotations
 
@@ -28,14 +34,19 @@ INPUT_ORIG_SIZE = "orig_size"
 
 HEADS = ("raw", "semantic", "panoptic")
 INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
+IMAGE_INPUTS = {"uint8_nhwc": INPUT_IMAGE, "float_nchw": INPUT_IMAGE_FLOAT}  # the image input of each layout
 
 RAW_OUTPUTS = ("pred_logits", "pred_masks")
 SEMANTIC_OUTPUTS = ("semantic",)
 PANOPTIC_OUTPUTS = ("query_scores", "query_labels", "winner", "winner_area", "mask_area", "visible_area")
 OUTPUTS = {"raw": RAW_OUTPUTS, "semantic": SEMANTIC_OUTPUTS, "panoptic": PANOPTIC_OUTPUTS}
 
+# The custom node ``pem::PrototypeGather`` (inputs memory [B, N, C], queries [B, Q, C], mask logits [B, Q, N];
+# output [B, Q, C]; int attribute ``num_heads``), defined by a model-local ONNX function of standard ops.
 PROTOTYPE_GATHER_DOMAIN = "pem"
 PROTOTYPE_GATHER_OP = "PrototypeGather"
+PROTOTYPE_GATHER_NUM_HEADS = "num_heads"
+PROTOTYPE_GATHER_VERSION = 1  # opset version of the "pem" domain
 
 # metadata_props of the ONNX model (and the JSON manifest beside an engine); values are strings, JSON-encoded
 # where they are not plain text.
@@ -44,9 +55,12 @@ META_PRESET = "pem.preset"
 META_HEAD = "pem.head"
 META_INPUT_LAYOUT = "pem.input_layout"
 META_CLASSES = "pem.classes"  # JSON list of {"id", "name", "isthing", "color", "dataset_id"}
-META_TEST = "pem.test"  # JSON {"min_size", "max_size", "object_mask_threshold", "overlap_threshold", ...}
+# JSON {"min_size", "max_size", "object_mask_threshold", "overlap_threshold", "panoptic_on", "semantic_on",
+# "instance_on"}: the preset's test settings, thresholds as overridden at export (pem-export --object-mask-threshold,
+# --overlap-threshold): object_mask_threshold is the one baked into a panoptic graph, overlap_threshold the host's.
+META_TEST = "pem.test"
 META_NORMALIZATION = "pem.normalization"  # JSON {"mean": [...], "std": [...], "size_divisibility": 32}
 META_PRECISION = "pem.precision"  # "fp32" | "fp16" | "int8"
 META_SHAPES = "pem.shapes"  # JSON {"batch": int | "dynamic", "height": ..., "width": ...}
-META_PRODUCER = "pem.producer"  # JSON {"pem": ..., "torch": ..., "onnx": ..., "opset": ...}
+META_PRODUCER = "pem.producer"  # JSON {"pem", "torch", "torchvision", "onnx", "onnxscript", "onnxslim", "opset"}
 FORMAT = "pem-edge/1"
