@@ -34,14 +34,19 @@ def _check_labels(labels: np.ndarray, name: str, num_classes: int) -> None:
 class SemanticMetrics:
     """Streaming confusion matrix over K classes; ``ignore_label`` (outside [0, K)) marks unlabelled ground truth."""
 
-    def __init__(self, num_classes: int, ignore_label: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_label: int = 255, void_prediction: int | None = None) -> None:
+        """``void_prediction``: a prediction value meaning "no class" (e.g. 255 where a panoptic map is void); such
+        pixels count as misses of their ground-truth class (in its union, never a hit). None: every prediction
+        must be a class."""
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if 0 <= ignore_label < num_classes:
             raise ValueError(f"ignore_label {ignore_label} must lie outside the class range [0, {num_classes})")
         self.num_classes = num_classes
         self.ignore_label = ignore_label
+        self.void_prediction = void_prediction
         self._confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._missed = np.zeros(num_classes, dtype=np.int64)
 
     @property
     def confusion_matrix(self) -> np.ndarray:
@@ -51,6 +56,7 @@ class SemanticMetrics:
     def reset(self) -> None:
         """Forget every image seen so far."""
         self._confusion[:] = 0
+        self._missed[:] = 0
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         """Add one image. ``pred``: integer [H, W] in [0, K); ``gt``: integer [H, W] in [0, K) or ``ignore_label``.
@@ -62,20 +68,22 @@ class SemanticMetrics:
                 raise ValueError(f"{name} must be an integer array, got dtype {labels.dtype}")
         if pred.shape != gt.shape:
             raise ValueError(f"pred shape {pred.shape} and gt shape {gt.shape} differ")
-        _check_labels(pred, "pred", self.num_classes)
+        voided = pred == self.void_prediction if self.void_prediction is not None else np.zeros(pred.shape, bool)
+        _check_labels(pred[~voided], "pred", self.num_classes)
         valid = gt != self.ignore_label
-        gt_valid = gt[valid].astype(np.int64)
-        _check_labels(gt_valid, f"gt (other than ignore_label {self.ignore_label})", self.num_classes)
+        _check_labels(gt[valid], f"gt (other than ignore_label {self.ignore_label})", self.num_classes)
         k = self.num_classes
-        flat = gt_valid * k + pred[valid].astype(np.int64)
+        counted = valid & ~voided
+        flat = gt[counted].astype(np.int64) * k + pred[counted].astype(np.int64)
         self._confusion += np.bincount(flat, minlength=k * k).reshape(k, k)
+        self._missed += np.bincount(gt[valid & voided].astype(np.int64), minlength=k)
 
     def compute(self) -> dict[str, Any]:
         """``mIoU``, ``fwIoU``, ``mACC``, ``pACC`` (floats in [0, 1]) and ``per_class_iou``, ``per_class_acc``
         (lists of K floats, NaN for classes without ground-truth pixels)."""
         confusion = self._confusion.astype(np.float64)
         tp = np.diag(confusion)
-        pos_gt = confusion.sum(axis=1)
+        pos_gt = confusion.sum(axis=1) + self._missed
         pos_pred = confusion.sum(axis=0)
         valid = pos_gt > 0
         iou = np.full(self.num_classes, np.nan)

@@ -2,7 +2,8 @@
 
 A backend is registered with :func:`register_backend` as a name, the suffixes it reads and a ``"module:attr"``
 loader that is imported only when the backend is opened (so onnxruntime, TensorRT or torch load lazily). The
-``torch`` backend lives in ``pem`` and registers itself there; ``tensorrt`` (``.engine``/``.plan``) joins later.
+``torch`` backend lives in ``pem`` (``pem.torch_backend``, for our ``.pth`` checkpoints) and is only imported when
+opened, so the runtime itself never imports torch; ``tensorrt`` (``.engine``/``.plan``) joins later.
 """
 from __future__ import annotations
 
@@ -68,3 +69,4 @@ def open_backend(artifact: str | Path, backend: str = "auto", providers: Sequenc
 
 
 register_backend("onnxruntime", (".onnx",), "pem.runtime.backends.onnxruntime:OnnxRuntimeBackend")
+register_backend("torch", (".pth", ".pt"), "pem.torch_backend:TorchBackend")

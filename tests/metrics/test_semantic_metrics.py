@@ -80,3 +80,16 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="ignore_label 3"):
         SemanticMetrics(num_classes=5, ignore_label=3)
     assert not metric.confusion_matrix.any()
+
+
+def test_void_predictions_count_as_misses() -> None:
+    gt = np.array([[0, 0, 1, 1]])
+    pred = np.array([[0, 255, 1, 1]])
+    metrics = SemanticMetrics(2, void_prediction=255)
+    metrics.update(pred, gt)
+    result = metrics.compute()
+    # class 0: tp 1, gt 2, pred 1 -> IoU 1/2; class 1: IoU 1 -> mIoU 3/4; pixel accuracy 3/4
+    assert result["per_class_iou"] == [0.5, 1.0]
+    assert result["mIoU"] == 0.75 and result["pACC"] == 0.75
+    with pytest.raises(ValueError):
+        SemanticMetrics(2).update(pred, gt)

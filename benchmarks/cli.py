@@ -1,0 +1,257 @@
+"""``pem-bench``: latency, throughput and accuracy of PEM as users run it, across backends and precisions.
+
+Every iteration decodes a real photograph (JPEG bytes), runs the runtime ``Predictor`` (resize, graph, fusion) and
+records each stage; the backends report host-to-device, compute and device-to-host times. ``--compare`` measures
+several backends/precisions in one invocation and prints ratios against the first: on shared, noisy machines only
+figures measured together are comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pem.benchmarks.environment import environment
+from pem.benchmarks.report import BenchRun, table, write_csv, write_json, write_plot
+from pem.benchmarks.stats import spread_warning, summarize
+from pem.runtime.sizes import parse_size
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration to measure: backend and precision (``--compare onnxruntime`` or ``torch:fp16``)."""
+
+    backend: str
+    precision: str
+
+    @classmethod
+    def parse(cls, text: str, default_precision: str) -> RunSpec:
+        backend, _, precision = text.partition(":")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        return cls(backend, precision or default_precision)
+
+
+class BenchError(ValueError):
+    """A configuration that cannot be measured; the message says why."""
+
+
+def photo_bytes(source: str | None, size: tuple[int, int]) -> bytes:
+    """JPEG bytes (quality 95) of a real photograph resized to ``size`` (default: scikit-image's astronaut)."""
+    if source is None:
+        try:
+            from skimage.data import data_dir
+        except ImportError:
+            raise BenchError("no --image given and scikit-image (which ships the default photo) is missing") from None
+        source = str(Path(data_dir) / "astronaut.png")
+    try:
+        with Image.open(source) as image:
+            rgb = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except OSError as error:
+        raise BenchError(f"cannot read --image {source}: {error}") from None
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    """JPEG/PNG bytes -> [H, W, 3] uint8 RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: Path) -> Any:
+    """A runtime Predictor for ``target`` (ONNX file, checkpoint or preset name) on ``spec``'s backend."""
+    from pem.runtime import Predictor
+
+    size = args.imgsz
+    if spec.backend == "tensorrt":
+        raise BenchError("the tensorrt backend needs a TensorRT engine and the tensorrt package; neither is "
+                         "available on this machine")
+    if spec.backend == "torch":
+        from pem.torch_backend import TorchBackend
+
+        artifact = args.weights or (target if target.endswith((".pth", ".pt")) else f"preset:{target}")
+        if target.endswith(".onnx"):
+            raise BenchError("the torch backend takes a preset name or a checkpoint, not an ONNX file")
+        backend = TorchBackend(artifact, head=args.head, device=args.device, precision=spec.precision,
+                               channels_last=args.device.startswith("cuda"))
+        return Predictor(backend, input_size=size)
+    if spec.precision != "fp32":
+        raise BenchError(f"{spec.precision} ONNX graphs come from pem-export --precision (not built yet)")
+    if target.endswith(".onnx"):
+        return Predictor(target, backend="onnxruntime", providers=_providers(args.device), input_size=size)
+    return Predictor(export_cached(target, args, cache), backend="onnxruntime", providers=_providers(args.device),
+                     input_size=size)
+
+
+def _providers(device: str) -> list[str]:
+    return ["cuda"] if device.startswith("cuda") else ["cpu"]
+
+
+def export_cached(target: str, args: argparse.Namespace, cache: Path) -> Path:
+    """Export ``target`` (preset name or checkpoint) to a static ONNX graph at ``--imgsz``, once per setting."""
+    import pem
+    from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
+
+    height, width = args.imgsz
+    if target.endswith((".pth", ".pt")):
+        from pem.torch_backend import load_model
+
+        model = load_model(target)
+    else:
+        model = pem.build_model(target, args.weights).eval()
+    path = cache / f"{model.config.name}_{args.head}_{height}x{width}_b{args.batch}.onnx"
+    if not path.is_file() or args.weights:
+        options = ExportOptions(head=args.head, imgsz=(height, width), batch=args.batch)
+        save_onnx(export_onnx(model, options), path)
+    return path
+
+
+def measure(step: Callable[[], dict[str, float]], warmup_ms: float, duration_s: float | None,
+            iterations: int | None, min_iterations: int = 10) -> dict[str, list[float]]:
+    """Warm up for ``warmup_ms`` (at least one call), then call ``step`` for ``duration_s`` or ``iterations``
+    (at least ``min_iterations``); returns every stage's samples in ms."""
+    started = time.perf_counter()
+    step()
+    while (time.perf_counter() - started) * 1e3 < warmup_ms:
+        step()
+    samples: dict[str, list[float]] = {}
+    started = time.perf_counter()
+    count = 0
+    while True:
+        for name, value in step().items():
+            samples.setdefault(name, []).append(value)
+        count += 1
+        if iterations is not None:
+            if count >= iterations:
+                break
+        elif count >= min_iterations and time.perf_counter() - started >= (duration_s or 0.0):
+            break
+    return samples
+
+
+def predictor_step(predictor: Any, data: bytes) -> Callable[[], dict[str, float]]:
+    """One end-to-end iteration: decode the photo bytes, run the predictor, read the stage timings."""
+
+    def step() -> dict[str, float]:
+        start = time.perf_counter()
+        image = decode(data)
+        decoded = time.perf_counter()
+        result = predictor(image)
+        end = time.perf_counter()
+        t = result.timings
+        return {"decode": (decoded - start) * 1e3, "preprocess": t["preprocess_ms"], "h2d": t["h2d_ms"],
+                "compute": t["compute_ms"], "d2h": t["d2h_ms"], "postprocess": t["postprocess_ms"],
+                "end_to_end": (end - start) * 1e3}
+
+    return step
+
+
+def _peak_device_mib(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def run_one(target: str, spec: RunSpec, args: argparse.Namespace, data: bytes, cache: Path) -> BenchRun:
+    """Measure ``spec`` (and its accuracy with ``--accuracy``)."""
+    predictor = open_predictor(target, spec, args, cache)
+    with predictor:
+        samples = measure(predictor_step(predictor, data), args.warmup_ms, args.duration, args.iters)
+        accuracy = None
+        if args.accuracy is not None:
+            from pem.benchmarks.accuracy import panoptic_folder_accuracy
+
+            accuracy = panoptic_folder_accuracy(predictor, args.accuracy, args.accuracy_images)
+            accuracy.pop("images")
+        stages = {name: summarize(values) for name, values in samples.items()}
+        label = f"{spec.backend} {spec.precision} {args.imgsz[0]}x{args.imgsz[1]} b{args.batch}"
+        run = BenchRun(label, spec.backend, spec.precision, args.device, args.imgsz[0], args.imgsz[1], args.batch,
+                       stages, peak_host_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                       peak_device_mib=_peak_device_mib(args.device), accuracy=accuracy)
+    warning = spread_warning(stages["end_to_end"])
+    if warning:
+        run.warnings.append(warning)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pem-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("target", help="ONNX artifact, checkpoint (.pth) or preset name")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    parser.add_argument("--imgsz", type=parse_size, default=(512, 512), help="model input HxW")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--head", default="panoptic", choices=["raw", "semantic", "panoptic"])
+    parser.add_argument("--weights", help="checkpoint for a preset target")
+    parser.add_argument("--image", help="photograph to use (default: scikit-image's astronaut)")
+    parser.add_argument("--warmup-ms", type=float, default=500.0)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--duration", type=float, default=3.0, help="seconds of timed iterations (at least 10)")
+    group.add_argument("--iters", type=int, help="timed iterations instead of --duration")
+    parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime on the CPU")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="BACKEND[:PRECISION]",
+                        help="more configurations measured in the same run; ratios are against the first")
+    parser.add_argument("--accuracy", type=Path, help="COCO-panoptic folder: PQ/mIoU of every configuration")
+    parser.add_argument("--accuracy-images", type=int, help="use only the first N images of --accuracy")
+    parser.add_argument("--cache", type=Path, default=Path("outputs/bench_cache"), help="exported graphs")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--csv", type=Path)
+    parser.add_argument("--plot", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch != 1:
+        print("pem-bench: error: batch > 1 is not measured yet (the runtime predictor runs one image per call)",
+              file=sys.stderr)
+        return 2
+    if args.threads:
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if "torch" in sys.modules or args.backend == "torch" or any(c.startswith("torch") for c in args.compare):
+            import torch
+
+            torch.set_num_threads(args.threads)
+    try:
+        specs = [RunSpec(args.backend, args.precision)] + [RunSpec.parse(c, args.precision) for c in args.compare]
+        data = photo_bytes(args.image, args.imgsz)
+        args.cache.mkdir(parents=True, exist_ok=True)
+        runs = []
+        for spec in specs:
+            runs.append(run_one(args.target, spec, args, data, args.cache))
+            print(f"measured {runs[-1].label}", file=sys.stderr)
+    except (BenchError, KeyError, ValueError, FileNotFoundError, ImportError) as error:
+        print(f"pem-bench: error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    print(table(runs))
+    command = "pem-bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.json:
+        write_json(args.json, runs, environment(), command)
+    if args.csv:
+        write_csv(args.csv, runs)
+    if args.plot:
+        write_plot(args.plot, runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The ``torch`` runtime backend: the PyTorch model behind the runtime's backend contract.
+
+It runs the export wrapper (``pem.export.wrapper.ExportWrapper``) eagerly, so its heads, inputs and outputs are
+those of an exported graph (``pem.runtime.contract``) and ``pem.runtime.Predictor`` drives it like an ONNX file.
+Two uses: GPUs without TensorRT (FP16, channels-last, CUDA graphs, the fused kernels of ``pem.kernels``), and
+the paper's setting (FP32 eager, batch 1) as the baseline of ``pem-bench``.
+
+The artifact is one of our checkpoints (``pem-train``/``pem-convert`` output, which names its preset), or
+``preset:NAME`` for a randomly initialised model (timing only).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pem.runtime.backends.base import Backend, TensorInfo
+from pem.runtime.contract import INPUT_IMAGE, INPUT_IMAGE_FLOAT, INPUT_ORIG_SIZE, OUTPUTS
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_OUTPUT_DTYPES = {
+    "pred_logits": np.float32, "pred_masks": np.float32, "semantic": np.int64, "query_scores": np.float32,
+    "query_labels": np.int64, "winner": np.int32, "winner_area": np.int64, "mask_area": np.int64,
+    "visible_area": np.int64,
+}
+
+
+def load_model(artifact: str | Path) -> Any:
+    """``preset:NAME`` -> a fresh model; a checkpoint path -> the model of the preset it names, with its weights."""
+    import pem
+    from pem.checkpoint import CheckpointError, read_checkpoint
+
+    text = str(artifact)
+    if text.startswith("preset:"):
+        return pem.build_model(text.removeprefix("preset:")).eval()
+    preset = read_checkpoint(text).get("preset")
+    if not preset:
+        raise CheckpointError(f"{text} does not name its preset (write it with pem-convert or pem-train)")
+    return pem.build_model(preset, text).eval()
+
+
+class TorchBackend(Backend):
+    """``TorchBackend(artifact, head="panoptic", device="cpu", precision="fp32", ...)``.
+
+    Args:
+        artifact: checkpoint path or ``preset:NAME``.
+        head: ``raw``, ``semantic`` or ``panoptic`` (as ``pem-export --head``).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``fp32``; ``fp16``/``bf16`` run under autocast (CUDA only). Outputs are float32 on the host.
+        channels_last: NHWC memory format for the convolutions (CUDA).
+        cuda_graph: capture the whole forward once per input shape and replay it (CUDA; no host synchronisation
+            inside the forward). The original size is part of the captured shape.
+        input_layout: ``uint8_nhwc`` or ``float_nchw``.
+    """
+
+    name = "torch"
+
+    def __init__(self, artifact: str | Path, providers: Sequence[Any] | None = None, head: str = "panoptic",
+                 device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
+                 cuda_graph: bool = False, input_layout: str = "uint8_nhwc") -> None:
+        super().__init__(str(artifact))
+        from pem.export.metadata import graph_metadata
+        from pem.export.wrapper import ExportWrapper
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        self.device = torch.device(device)
+        if self.device.type != "cuda" and (precision != "fp32" or cuda_graph):
+            raise ValueError("fp16/bf16 and CUDA graphs need a CUDA device; use precision fp32 on the CPU")
+        model = load_model(artifact).to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.dtype = PRECISIONS[precision]  # fp16/bf16 run under autocast: FP32 weights, per-op casts
+        self.wrapper = ExportWrapper(model, head, input_layout).eval()
+        self.head, self.precision, self.cuda_graph = head, precision, cuda_graph
+        image_name = INPUT_IMAGE if input_layout == "uint8_nhwc" else INPUT_IMAGE_FLOAT
+        image_info = TensorInfo(image_name, np.dtype(np.uint8 if input_layout == "uint8_nhwc" else np.float32),
+                                ("batch", "height", "width", 3) if input_layout == "uint8_nhwc"
+                                else ("batch", 3, "height", "width"))
+        self._inputs = [image_info] + ([] if head == "raw" else [TensorInfo(INPUT_ORIG_SIZE, np.dtype(np.int64),
+                                                                              (2,))])
+        self._outputs = [TensorInfo(n, np.dtype(_OUTPUT_DTYPES[n]), ()) for n in OUTPUTS[head]]
+        shapes = {"batch": "dynamic", "height": "dynamic", "width": "dynamic"}
+        self._metadata = graph_metadata(model.config, head, input_layout, shapes, opset=0)
+        self._metadata["pem.precision"] = precision
+        self._graphs: dict[tuple, tuple[Any, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    @property
+    def description(self) -> str:
+        where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        mode = "CUDA graph" if self.cuda_graph else "eager"
+        return f"torch {torch.__version__} {self.precision} {mode} [{where}]"
+
+    @torch.inference_mode()
+    def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cuda = self.device.type == "cuda"
+        start = time.perf_counter()
+        image = torch.from_numpy(np.array(feed[self._inputs[0].name])).to(self.device, non_blocking=True)
+        orig_size = torch.from_numpy(feed[INPUT_ORIG_SIZE]) if INPUT_ORIG_SIZE in feed else None
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        h2d = (time.perf_counter() - start) * 1e3
+        if cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            outputs = self._run(image, orig_size)
+            end.record()
+            end.synchronize()
+            compute = begin.elapsed_time(end)
+        else:
+            start = time.perf_counter()
+            outputs = self._run(image, orig_size)
+            compute = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        values = {info.name: tensor.float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
+                  for info, tensor in zip(self._outputs, outputs)}
+        values = {name: value.astype(_OUTPUT_DTYPES[name], copy=False) for name, value in values.items()}
+        self.last_timings = {"h2d_ms": h2d, "compute_ms": compute, "d2h_ms": (time.perf_counter() - start) * 1e3}
+        return values
+
+    def _run(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if not self.cuda_graph:
+            return self._forward(image, orig_size)
+        key = (tuple(image.shape), image.dtype, None if orig_size is None else tuple(orig_size.tolist()))
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(image, orig_size)
+        graph, static_image, static_outputs = self._graphs[key]
+        static_image.copy_(image)
+        graph.replay()
+        return static_outputs
+
+    def _forward(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if self.dtype == torch.float32:
+            return self.wrapper(image, orig_size)
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            return self.wrapper(image, orig_size)
+
+    def _capture(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[Any, torch.Tensor, tuple]:
+        """Warm up on a side stream, then capture one forward into a CUDA graph with static input/outputs."""
+        static_image = image.clone()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._forward(static_image, orig_size)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_outputs = self._forward(static_image, orig_size)
+        return graph, static_image, static_outputs
+
+    def _close_impl(self) -> None:
+        self._graphs.clear()
+        del self.wrapper
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
