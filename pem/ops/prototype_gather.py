@@ -2,12 +2,23 @@
 
 Shapes: B batch, N memory tokens (h*w of one level, row-major), Q queries, C channels split into
 ``num_heads`` heads of d = C / num_heads.
+
+During ``torch.onnx.export`` the function emits one custom node ``pem::PrototypeGather`` (inputs memory, queries,
+mask logits; int attribute ``num_heads``) instead of its body; ``pem.export.custom_ops`` attaches the ONNX function
+that defines it with standard ops. The eager path is untouched by this.
 """
 from __future__ import annotations
 
 import torch
 
-OP_NAME = "pem::PrototypeGather"
+from pem.runtime.contract import (
+    PROTOTYPE_GATHER_DOMAIN,
+    PROTOTYPE_GATHER_NUM_HEADS,
+    PROTOTYPE_GATHER_OP,
+    PROTOTYPE_GATHER_VERSION,
+)
+
+OP_NAME = f"{PROTOTYPE_GATHER_DOMAIN}::{PROTOTYPE_GATHER_OP}"
 
 
 def prototype_gather(
@@ -27,6 +38,8 @@ def prototype_gather(
     Returns:
         [B, Q, C] prototypes: the heads' selected slices concatenated (heads may pick different tokens).
     """
+    if torch.onnx.is_in_onnx_export():
+        return _onnx_node(memory, queries, mask_logits, num_heads)
     batch, tokens, channels = memory.shape
     num_queries = queries.shape[1]
     head_dim = channels // num_heads
@@ -41,3 +54,22 @@ def prototype_gather(
     index = similarity.argmax(dim=2)  # B, h, Q
     prototypes = torch.gather(memory_heads, 2, index[..., None].expand(-1, -1, -1, head_dim))
     return prototypes.transpose(1, 2).reshape(batch, num_queries, channels)
+
+
+def _onnx_node(
+    memory: torch.Tensor, queries: torch.Tensor, mask_logits: torch.Tensor | None, num_heads: int
+) -> torch.Tensor:
+    """The ``pem::PrototypeGather`` node standing for the op in an exported graph; [B, Q, C] like the reference.
+
+    The node always has three inputs: ``mask_logits=None`` is passed as all-zero logits, which exclude nothing.
+    """
+    if mask_logits is None:
+        mask_logits = queries.new_zeros(queries.shape[0], queries.shape[1], memory.shape[1])
+    return torch.onnx.ops.symbolic(
+        OP_NAME,
+        (memory, queries, mask_logits),
+        {PROTOTYPE_GATHER_NUM_HEADS: num_heads},
+        dtype=queries.dtype,
+        shape=queries.shape,
+        version=PROTOTYPE_GATHER_VERSION,
+    )

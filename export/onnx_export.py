@@ -1,0 +1,215 @@
+"""PEM -> ONNX: dynamo export of the wrapper, the custom op's function, simplification, metadata, atomic save.
+
+Deformable convolution becomes the standard ``DeformConv`` (opset >= 19, via onnxscript's mapping of
+``torchvision::deform_conv2d``); the prototype gather becomes ``pem::PrototypeGather`` with a model-local function.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from pem.export._deps import require
+from pem.export.custom_ops import attach_local_functions
+from pem.export.metadata import graph_metadata, write_metadata
+from pem.export.wrapper import ExportWrapper
+from pem.modeling.pem_model import PEM
+from pem.ops.deform_conv import deform_conv2d_backend
+from pem.runtime.contract import HEADS, IMAGE_INPUTS, INPUT_LAYOUTS, INPUT_ORIG_SIZE, OUTPUTS
+
+if TYPE_CHECKING:
+    import onnx
+
+MIN_OPSET = 19  # DeformConv
+# names of the free dimensions: image batch/height/width, and the original size (from orig_size's values)
+DIMENSION_NAMES = ("batch", "height", "width")
+ORIGINAL_DIMENSION_NAMES = ("orig_height", "orig_width")
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export.
+
+    ``imgsz`` (h, w) is the input size of a static graph and the example size of a dynamic one; ``batch`` is the
+    static batch size (a dynamic graph takes any). ``object_mask_threshold`` overrides the preset's panoptic keep
+    threshold (baked into a panoptic graph) and ``overlap_threshold`` the host's overlap rule; both are stored in
+    the metadata. ``simplify`` runs onnxslim.
+    """
+
+    head: str = "raw"
+    imgsz: tuple[int, int] = (512, 1024)
+    dynamic: bool = False
+    batch: int = 1
+    input_layout: str = "uint8_nhwc"
+    opset: int = MIN_OPSET
+    simplify: bool = True
+    object_mask_threshold: float | None = None
+    overlap_threshold: float | None = None
+
+    def validate(self) -> None:
+        """Raise ExportError for values that cannot be exported."""
+        if self.head not in HEADS:
+            raise ExportError(f"unknown head {self.head!r}; known heads: {', '.join(HEADS)}")
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise ExportError(f"unknown input layout {self.input_layout!r}; known: {', '.join(INPUT_LAYOUTS)}")
+        if self.opset < MIN_OPSET:
+            raise ExportError(f"opset {self.opset} is too old: DeformConv needs opset >= {MIN_OPSET}")
+        if self.batch < 1 or min(self.imgsz) < 1:
+            raise ExportError(f"batch and image size must be positive, got batch {self.batch}, size {self.imgsz}")
+        for name, value in (("object mask", self.object_mask_threshold), ("overlap", self.overlap_threshold)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ExportError(f"{name} threshold must be in [0, 1], got {value}")
+
+    @property
+    def shapes(self) -> dict[str, int | str]:
+        """The ``pem.shapes`` metadata: ints, or ``"dynamic"`` for every dimension of a dynamic graph."""
+        if self.dynamic:
+            return dict.fromkeys(DIMENSION_NAMES, "dynamic")
+        return dict(zip(DIMENSION_NAMES, (self.batch, *self.imgsz)))
+
+
+def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
+    """Export ``model`` (put in eval mode) as asked; returns the checked ModelProto with its metadata."""
+    onnx = require("onnx")
+    require("onnxscript")
+    options.validate()
+    _require_torchvision_deform_conv()
+    model.eval()
+    wrapper = ExportWrapper(model, options.head, options.input_layout, options.object_mask_threshold)
+    args, input_names, dynamic_shapes = _example_inputs(options)
+    with _quiet(), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            dynamo=True,
+            opset_version=options.opset,
+            input_names=input_names,
+            output_names=list(OUTPUTS[options.head]),
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
+    proto = program.model_proto
+    attach_local_functions(proto)
+    if options.simplify:
+        proto = simplify(proto)
+    _name_dimensions(proto, IMAGE_INPUTS[options.input_layout], options.input_layout)
+    props = graph_metadata(
+        model.config, options.head, options.input_layout, options.shapes, options.opset,
+        options.object_mask_threshold, options.overlap_threshold,
+    )
+    write_metadata(proto, props)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim's simplification; the custom node and its local function come through unchanged."""
+    onnxslim = require("onnxslim")
+    with _quiet():
+        slimmed = onnxslim.slim(proto)
+    if slimmed is None:
+        raise ExportError("onnxslim failed to simplify the graph (export with --no-simplify)")
+    attach_local_functions(slimmed)
+    return slimmed
+
+
+def save_onnx(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write ``proto`` to ``path`` atomically (temporary file beside it, then rename); creates the folder."""
+    from pem.runtime.coco_panoptic import write_atomic
+
+    data = proto.SerializeToString()
+    write_atomic(path, lambda handle: handle.write(data), ".onnx")
+
+
+def _require_torchvision_deform_conv() -> None:
+    """Load torchvision's ops (so the exporter knows ``torchvision::deform_conv2d``) or raise ExportError."""
+    if deform_conv2d_backend() != "torchvision":
+        raise ExportError(
+            "export needs torchvision's deform_conv2d (to emit ONNX DeformConv): install torchvision and unset "
+            "PEM_DISABLE_TORCHVISION_DEFORM"
+        )
+    import torchvision.ops  # noqa: F401  (registers torchvision::deform_conv2d before the exporter runs)
+
+
+def _example_inputs(
+    options: ExportOptions,
+) -> tuple[tuple[torch.Tensor, ...], list[str], dict[str, dict[int, object]] | None]:
+    """Example inputs, their names and the dynamic-shape spec.
+
+    A dynamic graph is traced with batch >= 2, so that the batch dimension is not specialized to 1.
+    """
+    height, width = options.imgsz
+    batch = max(options.batch, 2) if options.dynamic else options.batch
+    generator = torch.Generator().manual_seed(0)
+    if options.input_layout == "uint8_nhwc":
+        image = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=generator)
+        free_axes = (0, 1, 2)
+    else:
+        image = torch.rand((batch, 3, height, width), generator=generator) * 255
+        free_axes = (0, 2, 3)
+    image_name = IMAGE_INPUTS[options.input_layout]
+    args: tuple[torch.Tensor, ...] = (image,)
+    names = [image_name]
+    if options.head != "raw":
+        args += (torch.tensor([height, width], dtype=torch.int64),)
+        names.append(INPUT_ORIG_SIZE)
+    if not options.dynamic:
+        return args, names, None
+    dynamic_shapes: dict[str, dict[int, object] | None] = {"image": dict.fromkeys(free_axes, torch.export.Dim.DYNAMIC)}
+    if options.head != "raw":
+        dynamic_shapes["orig_size"] = None
+    return args, names, dynamic_shapes
+
+
+def _name_dimensions(proto: onnx.ModelProto, image_name: str, layout: str) -> None:
+    """Rename the exporter's symbols (s12, u0, ...) to batch/height/width/orig_height/orig_width in the graph's
+    inputs, outputs and value infos, inside expressions too."""
+    image = next(i for i in proto.graph.input if i.name == image_name)
+    dims = image.type.tensor_type.shape.dim
+    axes = (0, 1, 2) if layout == "uint8_nhwc" else (0, 2, 3)
+    mapping = {dims[a].dim_param: name for a, name in zip(axes, DIMENSION_NAMES) if dims[a].dim_param}
+    params = {d.dim_param for v in _value_infos(proto) for d in v.type.tensor_type.shape.dim}
+    unbacked = sorted({s for p in params for s in re.findall(r"\bu\d+\b", p)}, key=lambda s: int(s[1:]))
+    mapping.update(zip(unbacked, ORIGINAL_DIMENSION_NAMES))
+    if not mapping:
+        return
+    pattern = re.compile(r"\b(" + "|".join(re.escape(s) for s in mapping) + r")\b")
+    for value in _value_infos(proto):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: mapping[m.group(1)], dim.dim_param)
+
+
+def _value_infos(proto: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
+    """Every typed value of the main graph."""
+    yield from proto.graph.input
+    yield from proto.graph.output
+    yield from proto.graph.value_info
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter's and simplifier's progress prints, warnings and log lines (errors still raise)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir", "onnxslim", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -1,0 +1,149 @@
+"""Export-only wrapper around a PEM model: the graph's inputs, in-graph pre-processing and the selectable heads.
+
+Shapes: B batch, h x w the host-resized image, h' x w' that size zero-padded to a multiple of 32, H0 x W0 the
+original size (one per batch), Q queries, K classes. Names and layouts are those of ``pem.runtime.contract``.
+
+The semantic and panoptic heads reproduce the official test-time chain of ``pem.inference.predict`` in the graph:
+mask logits bilinearly upsampled (align_corners=False) to h' x w', cropped to h x w, bilinearly resized to
+H0 x W0, then the fusion's per-pixel work (``pem.runtime.fusion``). Semantic-only presets score classes at
+h' x w' and crop/resize the K class maps instead, as the official code does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pem.modeling.pem_model import PEM
+from pem.runtime.contract import HEADS, INPUT_LAYOUTS
+
+# Fill value of the queries that are not kept in the panoptic winner search. The reference uses -inf; every kept
+# value score * sigmoid is >= 0, so any negative number selects the same winners and stays finite in FP16.
+NOT_KEPT = -1.0
+
+
+class ExportWrapper(nn.Module):
+    """``forward(image[, orig_size])`` -> the outputs of ``head`` (``pem.runtime.contract.OUTPUTS[head]``, in order).
+
+    Args:
+        model: the PEM model, in eval mode.
+        head: ``raw``, ``semantic`` or ``panoptic``.
+        input_layout: ``uint8_nhwc`` (image uint8 [B, h, w, 3] RGB) or ``float_nchw`` (float32 [B, 3, h, w]
+            RGB in 0..255).
+        object_mask_threshold: panoptic keep threshold (``score > threshold``); None takes the preset's.
+    """
+
+    def __init__(
+        self, model: PEM, head: str, input_layout: str = "uint8_nhwc", object_mask_threshold: float | None = None
+    ) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; known heads: {', '.join(HEADS)}")
+        if input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f"unknown input layout {input_layout!r}; known layouts: {', '.join(INPUT_LAYOUTS)}")
+        test = model.config.test
+        self.model = model
+        self.head = head
+        self.input_layout = input_layout
+        if object_mask_threshold is None:
+            object_mask_threshold = test.object_mask_threshold
+        self.object_mask_threshold = object_mask_threshold
+        self.semantic_at_padded_size = not test.panoptic_on
+        self.size_divisibility = model.config.size_divisibility
+
+    def forward(self, image: torch.Tensor, orig_size: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """image per ``input_layout``; orig_size int64 [2] = (H0, W0) for the semantic and panoptic heads."""
+        images = self.to_nchw(image)
+        class_logits, mask_logits, padded_size = self.predict(images)
+        if self.head == "raw":
+            return class_logits, mask_logits
+        if orig_size is None:
+            raise ValueError(f"the {self.head} head needs orig_size")
+        height, width = orig_size[0].item(), orig_size[1].item()
+        torch._check(height > 0)
+        torch._check(width > 0)
+        image_size = (images.shape[-2], images.shape[-1])
+        if self.head == "semantic":
+            return (self.semantic(class_logits, mask_logits, padded_size, image_size, (height, width)),)
+        return self.panoptic(class_logits, mask_logits, padded_size, image_size, (height, width))
+
+    def to_nchw(self, image: torch.Tensor) -> torch.Tensor:
+        """The image input -> float32 [B, 3, h, w] RGB in 0..255."""
+        if self.input_layout == "uint8_nhwc":
+            return image.permute(0, 3, 1, 2).to(torch.float32)
+        return image
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """float [B, 3, h, w] 0..255 -> class logits [B, Q, K+1], mask logits [B, Q, h'/4, w'/4] and (h', w').
+
+        Same arithmetic as ``PEM.forward`` (normalize, zero-pad the normalized image, network); the padding is
+        written for symbolic sizes.
+        """
+        model = self.model
+        divisor = self.size_divisibility
+        height, width = images.shape[-2:]
+        padded_size = ((height + divisor - 1) // divisor * divisor, (width + divisor - 1) // divisor * divisor)
+        x = (images - model.pixel_mean.to(images.dtype)) / model.pixel_std.to(images.dtype)
+        x = F.pad(x, (0, padded_size[1] - width, 0, padded_size[0] - height))
+        mask_features, multi_scale = model.pixel_decoder(model.backbone(x))
+        final = model.transformer_decoder(multi_scale, mask_features)[-1]
+        return final["pred_logits"], final["pred_masks"], padded_size
+
+    def semantic(
+        self,
+        class_logits: torch.Tensor,
+        mask_logits: torch.Tensor,
+        padded_size: tuple[int, int],
+        image_size: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """int64 [B, H0, W0]: argmax over c of sum_q softmax(class)[q, c] * sigmoid(mask_q), void column dropped."""
+        probs = class_logits.softmax(-1)[..., :-1]
+        if self.semantic_at_padded_size:
+            masks = F.interpolate(mask_logits, size=padded_size, mode="bilinear", align_corners=False).sigmoid()
+            scores = torch.einsum("bqk,bqhw->bkhw", probs, masks)
+            scores = F.interpolate(
+                scores[:, :, : image_size[0], : image_size[1]], size=output_size, mode="bilinear", align_corners=False
+            )
+        else:
+            masks = resize_mask_logits(mask_logits, padded_size, image_size, output_size).sigmoid()
+            scores = torch.einsum("bqk,bqhw->bkhw", probs, masks)
+        return scores.argmax(1)
+
+    def panoptic(
+        self,
+        class_logits: torch.Tensor,
+        mask_logits: torch.Tensor,
+        padded_size: tuple[int, int],
+        image_size: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, ...]:
+        """The quantities of ``pem.runtime.fusion.panoptic_pixel_stage`` per image, with the query scores/labels.
+
+        Returns query_scores float [B, Q], query_labels int64 [B, Q] (K = void), winner int32 [B, H0, W0] (-1 =
+        none), winner_area, mask_area, visible_area int64 [B, Q] (zero for queries not kept).
+        """
+        num_queries, num_void = class_logits.shape[1], class_logits.shape[2] - 1
+        scores, labels = class_logits.softmax(-1).max(-1)
+        keep = (labels != num_void) & (scores > self.object_mask_threshold)
+        any_kept = keep.any(dim=1)[:, None, None]
+        masks = resize_mask_logits(mask_logits, padded_size, image_size, output_size).sigmoid()
+        on_mask = masks >= 0.5
+        weighted = torch.where(keep[:, :, None, None], scores[:, :, None, None] * masks, NOT_KEPT)
+        argmax = weighted.argmax(1)
+        visible = on_mask.gather(1, argmax[:, None])[:, 0] & any_kept
+        winner = torch.where(visible, argmax, -1).to(torch.int32)
+        wins = argmax[:, None] == torch.arange(num_queries, device=argmax.device)[None, :, None, None]
+        winner_area = (wins & any_kept[:, None]).sum(dim=(2, 3))
+        mask_area = torch.where(keep, on_mask.sum(dim=(2, 3)), 0)
+        visible_area = (wins & visible[:, None]).sum(dim=(2, 3))
+        return scores, labels, winner, winner_area, mask_area, visible_area
+
+
+def resize_mask_logits(
+    mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int], output_size: tuple[int, int]
+) -> torch.Tensor:
+    """[B, Q, h'/4, w'/4] -> [B, Q, H0, W0]: bilinear to h' x w', crop to h x w, bilinear to H0 x W0."""
+    x = F.interpolate(mask_logits, size=padded_size, mode="bilinear", align_corners=False)
+    x = x[:, :, : image_size[0], : image_size[1]]
+    return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
