@@ -54,14 +54,22 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
 
 
+def _read_umask() -> int:
+    """The process umask (read once, at import: changing it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_atomic(path: PathLike, write: Callable[[Any], None], suffix: str) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path`` in one step."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
