@@ -113,9 +113,10 @@ def export_cached(target: str, args: argparse.Namespace, cache: Path) -> Path:
         model = load_model(target)
     else:
         model = pem.build_model(target, args.weights).eval()
-    path = cache / f"{model.config.name}_{args.head}_{height}x{width}_b{args.batch}.onnx"
+    dynamic = args.batch > 1  # the runtime's Predictor takes batch-1 static graphs; batches need a dynamic one
+    path = cache / f"{model.config.name}_{args.head}_{height}x{width}{'_dynamic' if dynamic else ''}.onnx"
     if not path.is_file() or args.weights:
-        options = ExportOptions(head=args.head, imgsz=(height, width), batch=args.batch)
+        options = ExportOptions(head=args.head, imgsz=(height, width), dynamic=dynamic)
         save_onnx(export_onnx(model, options), path)
     return path
 
@@ -160,6 +161,50 @@ def predictor_step(predictor: Any, data: bytes) -> Callable[[], dict[str, float]
     return step
 
 
+def batch_step(predictor: Any, data: bytes, batch: int) -> Callable[[], dict[str, float]]:
+    """One iteration at batch N: decode and preprocess N copies of the photo, one backend call on the stacked
+    feed, post-process each image. Stage times cover the whole batch."""
+    from pem.runtime.contract import INPUT_ORIG_SIZE
+    from pem.runtime.postprocess import postprocess
+
+    def step() -> dict[str, float]:
+        start = time.perf_counter()
+        images = [decode(data) for _ in range(batch)]
+        decoded = time.perf_counter()
+        prepared = [predictor.preprocess(image) for image in images]
+        feed = {name: value if name == INPUT_ORIG_SIZE else np.concatenate([f[name] for f, _ in prepared])
+                for name, value in prepared[0][0].items()}
+        preprocessed = time.perf_counter()
+        outputs = predictor.backend.infer(feed)
+        inferred = time.perf_counter()
+        for index, (_, geometry) in enumerate(prepared):
+            postprocess({k: v[index:index + 1] for k, v in outputs.items()}, predictor.metadata, geometry)
+        end = time.perf_counter()
+        t = predictor.backend.last_timings
+        return {"decode": (decoded - start) * 1e3, "preprocess": (preprocessed - decoded) * 1e3,
+                "h2d": t["h2d_ms"], "compute": t["compute_ms"], "d2h": t["d2h_ms"],
+                "postprocess": (end - inferred) * 1e3, "end_to_end": (end - start) * 1e3}
+
+    return step
+
+
+def model_summary(target: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Parameters and GMACs (``pem-info``) of the measured preset at ``--imgsz``, when the preset is known."""
+    from pem.config import list_presets
+    from pem.info import model_info
+
+    preset = target if target in list_presets() else None
+    if preset is None and target.endswith((".pth", ".pt")):
+        from pem.checkpoint import read_checkpoint
+
+        preset = read_checkpoint(target).get("preset")
+    if preset is None:
+        return None
+    info = model_info(preset, *args.imgsz)
+    return {"preset": preset, "parameters": info.parameters, "gmacs": info.gmacs,
+            "deformable_gmacs": info.deformable_gmacs}
+
+
 def _peak_device_mib(device: str) -> float | None:
     if not device.startswith("cuda"):
         return None
@@ -172,7 +217,8 @@ def run_one(target: str, spec: RunSpec, args: argparse.Namespace, data: bytes, c
     """Measure ``spec`` (and its accuracy with ``--accuracy``)."""
     predictor = open_predictor(target, spec, args, cache)
     with predictor:
-        samples = measure(predictor_step(predictor, data), args.warmup_ms, args.duration, args.iters)
+        step = predictor_step(predictor, data) if args.batch == 1 else batch_step(predictor, data, args.batch)
+        samples = measure(step, args.warmup_ms, args.duration, args.iters)
         accuracy = None
         if args.accuracy is not None:
             from pem.benchmarks.accuracy import panoptic_folder_accuracy
@@ -219,9 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch != 1:
-        print("pem-bench: error: batch > 1 is not measured yet (the runtime predictor runs one image per call)",
-              file=sys.stderr)
+    if args.batch < 1:
+        print("pem-bench: error: --batch must be >= 1", file=sys.stderr)
         return 2
     if args.threads:
         import os
@@ -245,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(runs))
     command = "pem-bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.json:
-        write_json(args.json, runs, environment(), command)
+        write_json(args.json, runs, {**environment(), "model": model_summary(args.target, args)}, command)
     if args.csv:
         write_csv(args.csv, runs)
     if args.plot:

@@ -25,6 +25,7 @@ def test_compare_two_backends_with_accuracy(tmp_path: Path, capsys: pytest.Captu
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["command"].startswith("pem-bench synthetic_panoptic_tiny")
     assert report["environment"]["cpu"] and report["environment"]["onnxruntime"]
+    assert report["environment"]["model"]["parameters"] == 614_722 and report["environment"]["model"]["gmacs"] > 0
     torch_run, ort_run = report["runs"]
     assert torch_run["backend"] == "torch" and ort_run["backend"] == "onnxruntime"
     for run in report["runs"]:
@@ -38,6 +39,17 @@ def test_compare_two_backends_with_accuracy(tmp_path: Path, capsys: pytest.Captu
     rows = list(csv.DictReader((tmp_path / "b.csv").open()))
     assert len(rows) == 14 and {r["stage"] for r in rows} >= {"compute", "end_to_end"}
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_batch_of_two_on_both_backends(tmp_path: Path) -> None:
+    args = ["synthetic_panoptic_tiny", "--weights", str(FIXTURE), "--backend", "onnxruntime", "--compare", "torch",
+            "--imgsz", "96x128", "--batch", "2", "--iters", "10", "--warmup-ms", "0", "--cache", str(tmp_path / "c"),
+            "--json", str(tmp_path / "b.json")]
+    assert main(args) == 0
+    runs = json.loads((tmp_path / "b.json").read_text())["runs"]
+    for run in runs:
+        assert run["shape"]["batch"] == 2
+        assert run["throughput_qps"] == pytest.approx(2000.0 / run["latency"]["mean"])
 
 
 def test_unavailable_configurations_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
