@@ -68,9 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pem-export``; returns the exit status (also for --help and argument errors)."""
+    """Run ``pem-export``; returns the exit status (also for --help and argument errors).
+
+    ``pem-export --check MODEL.onnx --trt-version X.Y [--json OUT] [--plugin NS::NAME]`` lints an ONNX model against
+    the TensorRT operator support of that release instead (``pem.export.trt_support``; exit 1 when it finds errors).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if "--check" in arguments:
+        from pem.export.trt_support.cli import main as check_main
+
+        return check_main([a for a in arguments if a != "--check"])
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(arguments)
     except SystemExit as done:
         return int(done.code or 0)
     try:
