@@ -5,8 +5,7 @@
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pem.runtime.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -21,14 +20,4 @@ _LAZY_ATTRIBUTES = {
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY_ATTRIBUTES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'pem' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes("pem", _LAZY_ATTRIBUTES, globals())

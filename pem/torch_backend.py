@@ -90,18 +90,6 @@ class TorchBackend(Backend):
         self._graphs: dict[tuple, tuple[Any, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
 
     @property
-    def inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._metadata)
-
-    @property
     def description(self) -> str:
         where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         mode = "CUDA graph" if self.cuda_graph else "eager"

@@ -2,8 +2,7 @@
 model). ``Predictor`` and ``Result`` load on first use, so ``import pem.runtime`` stays light."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pem.runtime.lazy import lazy_attributes
 
 _LAZY_ATTRIBUTES = {
     "Predictor": "pem.runtime.predictor",
@@ -15,14 +14,4 @@ _LAZY_ATTRIBUTES = {
 __all__ = list(_LAZY_ATTRIBUTES)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY_ATTRIBUTES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'pem.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes("pem.runtime", _LAZY_ATTRIBUTES, globals())

@@ -7,8 +7,7 @@ and ``collate``) is loaded on first use of its names, so ``import pem.data`` nev
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pem.runtime.lazy import lazy_attributes
 
 _LAZY_ATTRIBUTES = {
     "generate_synthetic_dataset": "pem.data.synthetic",
@@ -28,14 +27,4 @@ _LAZY_ATTRIBUTES = {
 __all__ = list(_LAZY_ATTRIBUTES)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY_ATTRIBUTES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'pem.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes("pem.data", _LAZY_ATTRIBUTES, globals())

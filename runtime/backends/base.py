@@ -37,24 +37,28 @@ class Backend(ABC):
     name: str = "base"
 
     def __init__(self, artifact: str) -> None:
+        """Subclasses load the artifact and fill ``_inputs``, ``_outputs`` and ``_metadata``."""
         self.artifact = artifact
         self.last_timings: dict[str, float] = {"h2d_ms": 0.0, "compute_ms": 0.0, "d2h_ms": 0.0}
         self._closed = False
+        self._inputs: list[TensorInfo] = []
+        self._outputs: list[TensorInfo] = []
+        self._metadata: dict[str, str] = {}
 
     @property
-    @abstractmethod
     def inputs(self) -> list[TensorInfo]:
         """The graph inputs, in graph order."""
+        return list(self._inputs)
 
     @property
-    @abstractmethod
     def outputs(self) -> list[TensorInfo]:
         """The graph outputs, in graph order."""
+        return list(self._outputs)
 
     @property
-    @abstractmethod
     def metadata(self) -> dict[str, str]:
         """The artifact's key/value metadata (ONNX ``metadata_props`` or an engine's JSON manifest)."""
+        return dict(self._metadata)
 
     @property
     def description(self) -> str:

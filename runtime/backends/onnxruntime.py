@@ -102,18 +102,6 @@ class OnnxRuntimeBackend(Backend):
         self._on_device = self._providers[0] in _DEVICE_PROVIDERS
 
     @property
-    def inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._metadata)
-
-    @property
     def providers(self) -> list[str]:
         """The execution providers the session really uses, in priority order."""
         return list(self._providers)
