@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pem.inference import to_original_size
 from pem.modeling.pem_model import PEM
 from pem.runtime.contract import HEADS, INPUT_LAYOUTS
 
@@ -49,7 +50,6 @@ class ExportWrapper(nn.Module):
             object_mask_threshold = test.object_mask_threshold
         self.object_mask_threshold = object_mask_threshold
         self.semantic_at_padded_size = not test.panoptic_on
-        self.size_divisibility = model.config.size_divisibility
 
     def forward(self, image: torch.Tensor, orig_size: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """image per ``input_layout``; orig_size int64 [2] = (H0, W0) for the semantic and panoptic heads."""
@@ -76,15 +76,11 @@ class ExportWrapper(nn.Module):
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """float [B, 3, h, w] 0..255 -> class logits [B, Q, K+1], mask logits [B, Q, h'/4, w'/4] and (h', w').
 
-        Same arithmetic as ``PEM.forward`` (normalize, zero-pad the normalized image, network); the padding is
-        written for symbolic sizes.
+        The same steps as ``PEM.forward`` (``PEM.preprocess``: normalize, zero-pad the normalized image; network).
         """
         model = self.model
-        divisor = self.size_divisibility
-        height, width = images.shape[-2:]
-        padded_size = ((height + divisor - 1) // divisor * divisor, (width + divisor - 1) // divisor * divisor)
-        x = (images - model.pixel_mean.to(images.dtype)) / model.pixel_std.to(images.dtype)
-        x = F.pad(x, (0, padded_size[1] - width, 0, padded_size[0] - height))
+        x = model.preprocess(images)
+        padded_size = (x.shape[-2], x.shape[-1])
         mask_features, multi_scale = model.pixel_decoder(model.backbone(x))
         final = model.transformer_decoder(multi_scale, mask_features)[-1]
         return final["pred_logits"], final["pred_masks"], padded_size
@@ -106,7 +102,7 @@ class ExportWrapper(nn.Module):
                 scores[:, :, : image_size[0], : image_size[1]], size=output_size, mode="bilinear", align_corners=False
             )
         else:
-            masks = resize_mask_logits(mask_logits, padded_size, image_size, output_size).sigmoid()
+            masks = to_original_size(mask_logits, padded_size, image_size, output_size).sigmoid()
             scores = torch.einsum("bqk,bqhw->bkhw", probs, masks)
         return scores.argmax(1)
 
@@ -127,7 +123,7 @@ class ExportWrapper(nn.Module):
         scores, labels = class_logits.softmax(-1).max(-1)
         keep = (labels != num_void) & (scores > self.object_mask_threshold)
         any_kept = keep.any(dim=1)[:, None, None]
-        masks = resize_mask_logits(mask_logits, padded_size, image_size, output_size).sigmoid()
+        masks = to_original_size(mask_logits, padded_size, image_size, output_size).sigmoid()
         on_mask = masks >= 0.5
         weighted = torch.where(keep[:, :, None, None], scores[:, :, None, None] * masks, NOT_KEPT)
         argmax = weighted.argmax(1)
@@ -138,12 +134,3 @@ class ExportWrapper(nn.Module):
         mask_area = torch.where(keep, on_mask.sum(dim=(2, 3)), 0)
         visible_area = (wins & visible[:, None]).sum(dim=(2, 3))
         return scores, labels, winner, winner_area, mask_area, visible_area
-
-
-def resize_mask_logits(
-    mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int], output_size: tuple[int, int]
-) -> torch.Tensor:
-    """[B, Q, h'/4, w'/4] -> [B, Q, H0, W0]: bilinear to h' x w', crop to h x w, bilinear to H0 x W0."""
-    x = F.interpolate(mask_logits, size=padded_size, mode="bilinear", align_corners=False)
-    x = x[:, :, : image_size[0], : image_size[1]]
-    return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)

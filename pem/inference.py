@@ -41,14 +41,17 @@ class Prediction:
 def to_original_size(
     maps: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int], output_size: tuple[int, int]
 ) -> torch.Tensor:
-    """[C, h, w] maps over the padded input (mask logits at stride 4, or class scores) -> [C, H0, W0]: upsample to
-    the padded size, crop to the resized image, resize to the original size.
+    """[C, h, w] or [B, C, h, w] maps over the padded input (mask logits at stride 4, or class scores) -> the same
+    at [..., H0, W0]: upsample to the padded size, crop to the resized image, resize to the original size.
 
-    Both resizes are bilinear with align_corners=False (the official ``sem_seg_postprocess`` chain).
+    Both resizes are bilinear with align_corners=False (the official ``sem_seg_postprocess`` chain). The export
+    wrapper runs this same function in the graph.
     """
-    x = F.interpolate(maps[None], size=padded_size, mode="bilinear", align_corners=False)
+    batched = maps if maps.dim() == 4 else maps[None]
+    x = F.interpolate(batched, size=padded_size, mode="bilinear", align_corners=False)
     x = x[:, :, : image_size[0], : image_size[1]]
-    return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)[0]
+    x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
+    return x if maps.dim() == 4 else x[0]
 
 
 @torch.no_grad()

@@ -44,8 +44,8 @@ class PEM(nn.Module):
         x = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
         divisor = self.config.size_divisibility
         height, width = images.shape[-2:]
-        pad_h, pad_w = -height % divisor, -width % divisor
-        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+        padded_h, padded_w = (height + divisor - 1) // divisor * divisor, (width + divisor - 1) // divisor * divisor
+        return F.pad(x, (0, padded_w - width, 0, padded_h - height))  # written for symbolic sizes (export)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | list[dict[str, torch.Tensor]]]:
         features = self.backbone(self.preprocess(images))

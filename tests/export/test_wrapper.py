@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pem.export.parity import reference_chain, resize_exact
-from pem.export.wrapper import ExportWrapper, resize_mask_logits
-from pem.inference import predict
+from pem.export.wrapper import ExportWrapper
+from pem.inference import predict, to_original_size
 from pem.modeling.pem_model import PEM
 from pem.runtime.fusion import panoptic_pixel_stage, query_scores
 from pem.runtime.preprocess import resize_shortest_edge
@@ -48,7 +48,7 @@ def test_panoptic_head_is_the_numpy_pixel_stage(tiny_model: PEM, photo: np.ndarr
     with torch.no_grad():
         logits, masks, padded = _raw(tiny_model, resized)
         outputs = ExportWrapper(tiny_model, "panoptic")(_uint8_batch(resized), orig_size)
-    full = resize_mask_logits(masks, padded, SIZE, photo.shape[:2])[0].numpy()
+    full = to_original_size(masks, padded, SIZE, photo.shape[:2])[0].numpy()
     scores, labels = query_scores(logits[0].numpy())
     keep = (labels != tiny_model.config.num_classes) & (scores > np.float32(0.8))
     stage = panoptic_pixel_stage(scores, keep, full)
