@@ -15,12 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pem.inference import to_original_size
+from pem.kernels import panoptic_pixel_stage_torch
 from pem.modeling.pem_model import PEM
 from pem.runtime.contract import HEADS, INPUT_LAYOUTS
-
-# Fill value of the queries that are not kept in the panoptic winner search. The reference uses -inf; every kept
-# value score * sigmoid is >= 0, so any negative number selects the same winners and stays finite in FP16.
-NOT_KEPT = -1.0
 
 
 class ExportWrapper(nn.Module):
@@ -119,18 +116,9 @@ class ExportWrapper(nn.Module):
         Returns query_scores float [B, Q], query_labels int64 [B, Q] (K = void), winner int32 [B, H0, W0] (-1 =
         none), winner_area, mask_area, visible_area int64 [B, Q] (zero for queries not kept).
         """
-        num_queries, num_void = class_logits.shape[1], class_logits.shape[2] - 1
+        num_void = class_logits.shape[2] - 1
         scores, labels = class_logits.softmax(-1).max(-1)
         keep = (labels != num_void) & (scores > self.object_mask_threshold)
-        any_kept = keep.any(dim=1)[:, None, None]
-        masks = to_original_size(mask_logits, padded_size, image_size, output_size).sigmoid()
-        on_mask = masks >= 0.5
-        weighted = torch.where(keep[:, :, None, None], scores[:, :, None, None] * masks, NOT_KEPT)
-        argmax = weighted.argmax(1)
-        visible = on_mask.gather(1, argmax[:, None])[:, 0] & any_kept
-        winner = torch.where(visible, argmax, -1).to(torch.int32)
-        wins = argmax[:, None] == torch.arange(num_queries, device=argmax.device)[None, :, None, None]
-        winner_area = (wins & any_kept[:, None]).sum(dim=(2, 3))
-        mask_area = torch.where(keep, on_mask.sum(dim=(2, 3)), 0)
-        visible_area = (wins & visible[:, None]).sum(dim=(2, 3))
+        mask_logits = to_original_size(mask_logits, padded_size, image_size, output_size)
+        winner, winner_area, mask_area, visible_area = panoptic_pixel_stage_torch(scores, keep, mask_logits)
         return scores, labels, winner, winner_area, mask_area, visible_area
