@@ -30,6 +30,7 @@ from pem.data.datasets import (
 from pem.data.synthetic import generate_synthetic_dataset
 from pem.data.transforms import TrainTransform
 from pem.runtime.coco_panoptic import write_json_atomic, write_panoptic_png
+from tests.data.checks import assert_masks_match_sem_seg
 
 CITYSCAPES_IDS = ["aachen_000000_000019", "bremen_000001_000019", "ulm_000002_000019"]
 H, W = 12, 20
@@ -107,14 +108,6 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "train", 4, (64, 80), seed=0)
 
 
-def _check_masks(item: dict[str, Any]) -> None:
-    painted = np.full(item["sem_seg"].shape, 255, dtype=np.int64)
-    for label, mask in zip(item["labels"], item["masks"]):
-        assert mask.any()
-        painted[mask] = label
-    np.testing.assert_array_equal(painted, item["sem_seg"])
-
-
 def test_cityscapes_semantic(tmp_path: Path) -> None:
     dataset = CityscapesSemanticDataset(_cityscapes(tmp_path), "train")
     assert len(dataset) == 3
@@ -125,7 +118,7 @@ def test_cityscapes_semantic(tmp_path: Path) -> None:
     np.testing.assert_array_equal(item["sem_seg"], _train_ids())
     assert item["labels"].tolist() == [0, 13] and item["labels"].dtype == np.int64
     assert item["masks"].shape == (2, H, W) and item["masks"].dtype == bool
-    _check_masks(item)
+    assert_masks_match_sem_seg(item)
 
 
 def test_cityscapes_panoptic_maps_label_ids_and_filters_crowd_only_images(tmp_path: Path) -> None:
@@ -138,7 +131,7 @@ def test_cityscapes_panoptic_maps_label_ids_and_filters_crowd_only_images(tmp_pa
     assert (item["sem_seg"][6:, 10:] == 255).all()  # crowd persons and void
     assert (item["sem_seg"][6:, :10] == 13).all() and (item["sem_seg"][:6] == 0).all()
     assert item["masks"][1, 6:, :5].all() and item["masks"][1].sum() == 30
-    _check_masks(item)
+    assert_masks_match_sem_seg(item)
 
 
 def test_ade20k_semantic_ignores_other_and_shifts_ids(tmp_path: Path) -> None:
@@ -149,7 +142,7 @@ def test_ade20k_semantic_ignores_other_and_shifts_ids(tmp_path: Path) -> None:
     assert item["labels"].tolist() == [0, 149]
     assert (item["sem_seg"][:4] == 0).all() and (item["sem_seg"][4:8] == 149).all()
     assert (item["sem_seg"][8:] == 255).all()
-    _check_masks(item)
+    assert_masks_match_sem_seg(item)
     with pytest.raises(ValueError, match="unknown ADE20K split"):
         ADE20KSemanticDataset(tmp_path, "test")
 
@@ -161,7 +154,7 @@ def test_ade20k_panoptic(tmp_path: Path) -> None:
     assert item["file_name"].endswith("images/training/ADE_train_00000002.jpg")
     assert item["labels"].tolist() == [0, person.id]
     assert (item["sem_seg"][6:, 8:] == 255).all()
-    _check_masks(item)
+    assert_masks_match_sem_seg(item)
 
 
 def test_coco_panoptic_on_synthetic_folder(synthetic: Path) -> None:
@@ -174,7 +167,7 @@ def test_coco_panoptic_on_synthetic_folder(synthetic: Path) -> None:
         expected = [s["category_id"] - 1 for s in annotation["segments_info"] if not s["iscrowd"]]
         assert item["labels"].tolist() == expected and item["image_id"] == annotation["image_id"]
         assert item["image"].shape == (64, 80, 3) and item["sem_seg"].dtype == np.uint8
-        _check_masks(item)
+        assert_masks_match_sem_seg(item)
 
 
 def test_bad_image_raise_and_skip(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from pem.data.transforms import (
     resize_and_crop,
     rgb_to_hsv,
 )
+from tests.data.checks import assert_masks_match_sem_seg
 
 BIG = (10_000, 10_000)
 
@@ -50,14 +51,6 @@ def _config(**train: Any) -> PEMConfig:
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
 
 
-def _masks_match_sem_seg(sample: dict[str, Any]) -> None:
-    painted = np.full(sample["sem_seg"].shape, 255, dtype=np.int64)
-    for label, mask in zip(sample["labels"], sample["masks"]):
-        assert mask.any()
-        painted[mask] = label
-    np.testing.assert_array_equal(painted, sample["sem_seg"])
-
-
 @pytest.mark.parametrize(
     ("shape", "short_side", "max_size", "expected"),
     [((100, 200), 50, 1000, (50, 100)), ((100, 400), 100, 200, (50, 200)), ((90, 60), 120, 1000, (180, 120))],
@@ -69,14 +62,14 @@ def test_resize_shortest_edge(
     assert out["image"].shape == (*expected, 3) and out["image"].dtype == np.uint8
     assert out["sem_seg"].shape == expected and out["masks"].shape == (2, *expected)
     assert set(np.unique(out["sem_seg"])) == {2, 5, 255}
-    _masks_match_sem_seg(out)
+    assert_masks_match_sem_seg(out)
     assert out["file_name"] == "x.jpg" and out["image_id"] == 7
 
 
 def test_crop_size_and_small_images() -> None:
     out = resize_and_crop(_sample(64, 64), 64, 1000, (32, 48), np.random.default_rng(1))
     assert out["image"].shape == (32, 48, 3) and out["sem_seg"].shape == (32, 48)
-    _masks_match_sem_seg(out)
+    assert_masks_match_sem_seg(out)
     small = resize_and_crop(_sample(20, 30), 20, 1000, (32, 48), np.random.default_rng(1))
     assert small["image"].shape == (20, 30, 3)
     np.testing.assert_array_equal(small["image"], _sample(20, 30)["image"])
@@ -88,7 +81,7 @@ def test_crop_drops_vanished_masks() -> None:
     dropped = 0
     for seed in range(20):
         out = resize_and_crop(_sample(64, 64, sem_seg), 64, 1000, (64, 32), np.random.default_rng(seed))
-        _masks_match_sem_seg(out)
+        assert_masks_match_sem_seg(out)
         dropped += list(out["labels"]) == [1]
     assert dropped > 0
 
@@ -123,7 +116,7 @@ def test_hflip_sample() -> None:
     np.testing.assert_array_equal(flipped["image"], sample["image"][:, ::-1])
     np.testing.assert_array_equal(flipped["sem_seg"], sample["sem_seg"][:, ::-1])
     np.testing.assert_array_equal(flipped["masks"], sample["masks"][:, :, ::-1])
-    _masks_match_sem_seg(flipped)
+    assert_masks_match_sem_seg(flipped)
 
 
 def test_train_transform_keeps_image_and_masks_aligned() -> None:
@@ -133,7 +126,7 @@ def test_train_transform_keeps_image_and_masks_aligned() -> None:
     flips = 0
     for seed in range(12):
         out = TrainTransform(_config(min_size_train=(64,), crop_size=(64, 64)), np.random.default_rng(seed))(sample)
-        _masks_match_sem_seg(out)
+        assert_masks_match_sem_seg(out)
         brightness = {int(label): out["image"][mask].mean() for label, mask in zip(out["labels"], out["masks"])}
         assert brightness[2] < brightness[5]
         flips += out["sem_seg"][0, 0] == 5
@@ -179,7 +172,7 @@ def test_train_transform_pads_to_crop_and_is_deterministic() -> None:
     second = TrainTransform(config, np.random.default_rng(11))(sample)
     assert first["image"].shape == (64, 64, 3) and first["masks"].shape[1:] == (64, 64)
     assert (first["image"][40:] == 128).all() and (first["sem_seg"][40:] == 255).all()
-    _masks_match_sem_seg(first)
+    assert_masks_match_sem_seg(first)
     for key in ("image", "sem_seg", "masks", "labels"):
         np.testing.assert_array_equal(first[key], second[key])
 
@@ -189,7 +182,7 @@ def test_train_transform_on_official_preset() -> None:
     out = TrainTransform(config, np.random.default_rng(0))(_sample(300, 400))
     assert out["image"].shape == (640, 640, 3) and out["image"].dtype == np.uint8
     assert out["masks"].dtype == bool and out["labels"].dtype == np.int64
-    _masks_match_sem_seg(out)
+    assert_masks_match_sem_seg(out)
 
 
 def test_overlapping_masks_survive_resize() -> None:
