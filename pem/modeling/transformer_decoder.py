@@ -75,12 +75,23 @@ class PredictionHead(nn.Module):
         self.mask_embed = MLP(dim, dim, mask_dim, 3)
 
     def forward(
-        self, queries: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns class logits, mask logits and the next layer's mask logits [B, Q, h*w] (bilinear, detached)."""
+        self, queries: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int],
+        attn_features: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Returns class logits, mask logits and the next layer's mask logits [B, Q, h*w] (bilinear, detached).
+
+        Given ``attn_features`` (the mask features already resized to ``attn_size``) the mask logits are not made
+        (None) and the next layer's logits come from those features: bilinear resizing is linear per channel, so it
+        commutes with the channel contraction and gives the same logits (to rounding) for a fraction of the work.
+        Inference needs full-size masks from the last layer only.
+        """
         normed = self.norm(queries)
         class_logits = self.class_embed(normed)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(normed), mask_features)
+        embeddings = self.mask_embed(normed)
+        if attn_features is not None:
+            attn_logits = torch.einsum("bqc,bchw->bqhw", embeddings, attn_features)
+            return class_logits, None, attn_logits.flatten(2).detach()
+        mask_logits = torch.einsum("bqc,bchw->bqhw", embeddings, mask_features)
         attn_logits = F.interpolate(mask_logits, size=attn_size, mode="bilinear", align_corners=False)
         return class_logits, mask_logits, attn_logits.flatten(2).detach()
 
@@ -121,6 +132,7 @@ class TransformerDecoder(nn.Module):
         """multi_scale: [o32, o16, o8], each [B, D, h, w]; mask_features [B, M, H/4, W/4].
 
         Returns the num_layers + 1 predictions in order, each ``{"pred_logits", "pred_masks"}``; the last one is final.
+        In eval mode only the final prediction is returned (the earlier ones serve deep supervision).
         """
         batch = mask_features.shape[0]
         memories, positions, sizes = [], [], []
@@ -135,16 +147,26 @@ class TransformerDecoder(nn.Module):
             memories.append(self.input_projections[level](features) + level_embed)
         query_pos = self.query_embed.weight[None].expand(batch, -1, -1)
         queries = self.query_feat.weight[None].expand(batch, -1, -1)
-        class_logits, mask_logits, attn_logits = self.head(queries, mask_features, sizes[0])
-        predictions = [{"pred_logits": class_logits, "pred_masks": mask_logits}]
+        last = len(self.cross_attention_layers) - 1
+        # inference: the mask features at each attention size, resized once (see PredictionHead.forward)
+        attn_features = None if self.training else [
+            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes
+        ]
+        class_logits, mask_logits, attn_logits = self.head(
+            queries, mask_features, sizes[0], None if attn_features is None else attn_features[0]
+        )
+        predictions = [{"pred_logits": class_logits, "pred_masks": mask_logits}] if self.training else []
         for index, (cross, self_attn, ffn) in enumerate(
             zip(self.cross_attention_layers, self.self_attention_layers, self.ffn_layers)
         ):
             level = index % self.num_levels
             queries = cross(queries, memories[level], attn_logits, positions[level], query_pos)
             queries = ffn(self_attn(queries, query_pos))
+            next_level = (index + 1) % self.num_levels
+            full_masks = attn_features is None or index == last
             class_logits, mask_logits, attn_logits = self.head(
-                queries, mask_features, sizes[(index + 1) % self.num_levels]
+                queries, mask_features, sizes[next_level], None if full_masks else attn_features[next_level]
             )
-            predictions.append({"pred_logits": class_logits, "pred_masks": mask_logits})
+            if full_masks:
+                predictions.append({"pred_logits": class_logits, "pred_masks": mask_logits})
         return predictions
