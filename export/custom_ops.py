@@ -3,12 +3,12 @@
 ONNX Runtime (and TensorRT when no plugin of that name is registered) runs the body; a TensorRT plugin registered
 as ``pem::PrototypeGather`` replaces it. The body reproduces ``pem.ops.prototype_gather.prototype_gather``:
 
-* similarity [B, h, N, Q] = per-head MatMul of the (not re-normalized) d-dim slices;
+* similarity [B, h, Q, N] = per-head MatMul of the (not re-normalized) d-dim slices;
 * a token is excluded for a query where its mask logit is < 0, unless every entry of the image is excluded;
-* excluded entries get the lowest finite float instead of the reference's -inf (same argmax wherever a
+* excluded entries get the lowest finite float added instead of the reference's -inf (same argmax wherever a
   similarity is above it, i.e. always for L2-normalized inputs, whose similarities lie in [-1, 1]), so a query
   with every token excluded selects token 0, like the reference;
-* ArgMax over N takes the first index on ties; GatherElements picks the d-dim slices.
+* ArgMax over N (the last, contiguous axis) takes the first index on ties; GatherElements picks the d-dim slices.
 """
 from __future__ import annotations
 
@@ -62,13 +62,14 @@ def prototype_gather_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Unsqueeze", ["heads", "axis0"], ["heads_1d"]),
         helper.make_node("Concat", ["keep_two", "heads_1d", "rest"], ["split_shape"], axis=0),
         helper.make_node("Concat", ["keep_two", "rest"], ["merge_shape"], axis=0),
-        # per-head slices: memory [B, h, N, d], queries [B, h, d, Q]
-        helper.make_node("Reshape", ["memory", "split_shape"], ["memory_split"]),
-        helper.make_node("Transpose", ["memory_split"], ["memory_heads"], perm=[0, 2, 1, 3]),
+        # per-head slices: queries [B, h, Q, d], memory [B, h, d, N]; similarity [B, h, Q, N] (argmax on the last axis)
         helper.make_node("Reshape", ["queries", "split_shape"], ["queries_split"]),
-        helper.make_node("Transpose", ["queries_split"], ["queries_heads"], perm=[0, 2, 3, 1]),
-        helper.make_node("MatMul", ["memory_heads", "queries_heads"], ["similarity"]),
-        # exclusion: logit < 0, switched off for an image where everything is excluded
+        helper.make_node("Transpose", ["queries_split"], ["queries_heads"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["memory", "split_shape"], ["memory_split"]),
+        helper.make_node("Transpose", ["memory_split"], ["memory_heads"], perm=[0, 2, 3, 1]),
+        helper.make_node("MatMul", ["queries_heads", "memory_heads"], ["similarity"]),
+        # exclusion: logit < 0, switched off for an image where everything is excluded; applied as an additive
+        # penalty [B, 1, Q, N] (lowest + s rounds to lowest for any |s| < 1e31)
         helper.make_node("CastLike", ["zero", "mask_logits"], ["zero_like"]),
         helper.make_node("Less", ["mask_logits", "zero_like"], ["excluded"]),
         helper.make_node("Not", ["excluded"], ["included"]),
@@ -76,19 +77,20 @@ def prototype_gather_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("ReduceMax", ["included_float", "reduce_axes"], ["any_float"], keepdims=1),
         helper.make_node("Cast", ["any_float"], ["any_included"], to=TensorProto.BOOL),
         helper.make_node("And", ["excluded", "any_included"], ["effective"]),
-        helper.make_node("Transpose", ["effective"], ["effective_nq"], perm=[0, 2, 1]),
-        helper.make_node("Unsqueeze", ["effective_nq", "axis1"], ["effective_4d"]),
         helper.make_node("CastLike", ["lowest", "similarity"], ["lowest_like"]),
-        helper.make_node("Where", ["effective_4d", "lowest_like", "similarity"], ["masked"]),
-        # selection and gather: index [B, h, 1, Q] -> [B, h, Q, d]
-        helper.make_node("ArgMax", ["masked"], ["index"], axis=2, keepdims=1, select_last_index=0),
+        helper.make_node("CastLike", ["zero", "similarity"], ["zero_sim"]),
+        helper.make_node("Where", ["effective", "lowest_like", "zero_sim"], ["penalty_bqn"]),
+        helper.make_node("Unsqueeze", ["penalty_bqn", "axis1"], ["penalty"]),
+        helper.make_node("Add", ["similarity", "penalty"], ["masked"]),
+        # selection and gather: index [B, h, Q, 1] -> [B, h, 1, Q] -> picked [B, h, d, Q] -> [B, Q, h, d]
+        helper.make_node("ArgMax", ["masked"], ["index"], axis=3, keepdims=1, select_last_index=0),
         helper.make_node("Transpose", ["index"], ["index_q"], perm=[0, 1, 3, 2]),
-        helper.make_node("Shape", ["index_q"], ["index_shape"], end=3),
-        helper.make_node("Shape", ["memory_heads"], ["head_dim"], start=3),
-        helper.make_node("Concat", ["index_shape", "head_dim"], ["gather_shape"], axis=0),
+        helper.make_node("Shape", ["memory_heads"], ["head_shape"], end=3),
+        helper.make_node("Shape", ["index_q"], ["query_count"], start=3),
+        helper.make_node("Concat", ["head_shape", "query_count"], ["gather_shape"], axis=0),
         helper.make_node("Expand", ["index_q", "gather_shape"], ["gather_index"]),
-        helper.make_node("GatherElements", ["memory_heads", "gather_index"], ["picked"], axis=2),
-        helper.make_node("Transpose", ["picked"], ["picked_q"], perm=[0, 2, 1, 3]),
+        helper.make_node("GatherElements", ["memory_heads", "gather_index"], ["picked"], axis=3),
+        helper.make_node("Transpose", ["picked"], ["picked_q"], perm=[0, 3, 1, 2]),
         helper.make_node("Reshape", ["picked_q", "merge_shape"], ["prototypes"]),
     ]
     return helper.make_function(
