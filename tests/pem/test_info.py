@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from pem.config import get_preset
 from pem.info import main, model_info
 from pem.runtime.sizes import parse_size
 
@@ -55,3 +56,14 @@ def test_cli_errors(capsys: pytest.CaptureFixture) -> None:
     assert parse_size("640") == (640, 640) and parse_size("480,640") == (480, 640)
     with pytest.raises(SystemExit):
         main(["--config", "ade20k_panoptic_r50", "--imgsz", "0x5"])
+
+
+def test_inference_skips_the_intermediate_full_size_masks() -> None:
+    """The official test-time decoder makes 7 predictions with full-size (1/4) mask logits; this package's
+    inference makes the 6 it only needs for attention at the attention size (1/32, 1/16, 1/8, twice each)."""
+    config = get_preset("ade20k_semantic_stdc1")
+    info = model_info("ade20k_semantic_stdc1", 512, 512)
+    per_pixel = config.model.num_queries * config.model.mask_dim
+    full_size = 6 * per_pixel * 128 * 128 / 1e9
+    attention = 2 * per_pixel * (16 * 16 + 32 * 32 + 64 * 64) / 1e9
+    assert info.gmacs - info.inference_gmacs == pytest.approx(full_size - attention, rel=1e-6)
