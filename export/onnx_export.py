@@ -19,11 +19,12 @@ import torch
 
 from pem.export._deps import require
 from pem.export.custom_ops import attach_local_functions
+from pem.export.errors import ExportError
 from pem.export.metadata import graph_metadata, write_metadata
 from pem.export.wrapper import ExportWrapper
 from pem.modeling.pem_model import PEM
 from pem.ops.deform_conv import deform_conv2d_backend
-from pem.runtime.contract import HEADS, IMAGE_INPUTS, INPUT_LAYOUTS, INPUT_ORIG_SIZE, OUTPUTS
+from pem.runtime.contract import HEADS, IMAGE_INPUTS, INPUT_LAYOUTS, INPUT_ORIG_SIZE, OUTPUTS, SCOPE_SEPARATOR
 
 if TYPE_CHECKING:
     import onnx
@@ -32,10 +33,7 @@ MIN_OPSET = 19  # DeformConv
 # names of the free dimensions: image batch/height/width, and the original size (from orig_size's values)
 DIMENSION_NAMES = ("batch", "height", "width")
 ORIGINAL_DIMENSION_NAMES = ("orig_height", "orig_width")
-
-
-class ExportError(ValueError):
-    """The export cannot be done as asked; the message says why."""
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,7 @@ def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
             verbose=False,
         )
     proto = program.model_proto
+    name_nodes_by_scope(proto)
     attach_local_functions(proto)
     if options.simplify:
         proto = simplify(proto)
@@ -112,6 +111,29 @@ def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
     write_metadata(proto, props)
     onnx.checker.check_model(proto)
     return proto
+
+
+def name_nodes_by_scope(proto: onnx.ModelProto) -> None:
+    """Prefix every node name with the module path it came from (``model.backbone.stages.0.0/node_Conv_12``).
+
+    The exporter records the path in metadata that the simplifier drops; names survive it, and the precision
+    passes (FP32 islands, INT8 blocks) and TensorRT's layer names use them. Nodes of the wrapper itself get an empty
+    path (``/node_permute``); nodes the simplifier creates later have no separator at all.
+    """
+    for node in proto.graph.node:
+        scope = node_scope_from_metadata(node)
+        if SCOPE_SEPARATOR not in node.name:
+            node.name = f"{scope}{SCOPE_SEPARATOR}{node.name}"
+
+
+def node_scope_from_metadata(node: onnx.NodeProto) -> str:
+    """The innermost module path of ``node`` from the exporter's ``name_scopes`` metadata ('' if none)."""
+    for prop in node.metadata_props:
+        if prop.key == NAME_SCOPES_KEY:
+            scopes = [s for s in re.findall(r"'([^']*)'", prop.value) if s]
+            # the last entry names the traced operation itself, the ones before it the enclosing modules
+            return scopes[-2] if len(scopes) >= 2 else ""
+    return ""
 
 
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from pem.config import PEMConfig
 from pem.export._deps import require
+from pem.export.precision.compare import relative_l2
 from pem.inference import to_original_size
 from pem.modeling.pem_model import PEM
 from pem.runtime.contract import (
@@ -218,7 +219,7 @@ def check_parity(
     references = [chain(outputs["pred_logits"][b], outputs["pred_masks"][b]) for b in batch]
     raw_rel_l2, semantic, panoptic_ids = {}, None, None
     if head == "raw":
-        raw_rel_l2 = {name: _relative_l2(got[name], outputs[name].numpy()) for name in OUTPUTS["raw"]}
+        raw_rel_l2 = {name: relative_l2(got[name], outputs[name].numpy()) for name in OUTPUTS["raw"]}
         logits, masks = torch.from_numpy(got["pred_logits"]), torch.from_numpy(got["pred_masks"])
         exported = [chain(logits[b], masks[b]) for b in batch]
         semantic = [e.semantic for e in exported]
@@ -264,12 +265,6 @@ def _host_panoptic(
         outputs["visible_area"][index], config.thing_ids, thresholds[1],
     )
     return lut[outputs["winner"][index]]
-
-
-def _relative_l2(got: np.ndarray, expected: np.ndarray) -> float:
-    """||got - expected|| / ||expected|| in float64."""
-    expected = expected.astype(np.float64)
-    return float(np.linalg.norm(got.astype(np.float64) - expected) / max(np.linalg.norm(expected), 1e-30))
 
 
 def _agreement(got: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float:

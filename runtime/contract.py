@@ -39,6 +39,7 @@ IMAGE_INPUTS = {"uint8_nhwc": INPUT_IMAGE, "float_nchw": INPUT_IMAGE_FLOAT}  # t
 RAW_OUTPUTS = ("pred_logits", "pred_masks")
 SEMANTIC_OUTPUTS = ("semantic",)
 PANOPTIC_OUTPUTS = ("query_scores", "query_labels", "winner", "winner_area", "mask_area", "visible_area")
+COUNT_OUTPUTS = ("winner_area", "mask_area", "visible_area")  # integer pixel counts per query (not labels)
 OUTPUTS = {"raw": RAW_OUTPUTS, "semantic": SEMANTIC_OUTPUTS, "panoptic": PANOPTIC_OUTPUTS}
 
 # The custom node ``pem::PrototypeGather`` (inputs memory [B, N, C], queries [B, Q, C], mask logits [B, Q, N];
@@ -47,6 +48,10 @@ PROTOTYPE_GATHER_DOMAIN = "pem"
 PROTOTYPE_GATHER_OP = "PrototypeGather"
 PROTOTYPE_GATHER_NUM_HEADS = "num_heads"
 PROTOTYPE_GATHER_VERSION = 1  # opset version of the "pem" domain
+
+# Node names of exported graphs are "<module path><SCOPE_SEPARATOR><exporter's name>", e.g.
+# "model.backbone.stages.0.0/node_Conv_12"; nodes of the export wrapper itself (pre/post-processing) carry no path.
+SCOPE_SEPARATOR = "/"
 
 # metadata_props of the ONNX model (and the JSON manifest beside an engine); values are strings, JSON-encoded
 # where they are not plain text.
@@ -61,6 +66,9 @@ META_CLASSES = "pem.classes"  # JSON list of {"id", "name", "isthing", "color", 
 META_TEST = "pem.test"
 META_NORMALIZATION = "pem.normalization"  # JSON {"mean": [...], "std": [...], "size_divisibility": 32}
 META_PRECISION = "pem.precision"  # "fp32" | "fp16" | "int8"
+# JSON: how the precision was made (fp16: the FP32 islands and node counts; int8: the recipe, the blocks kept in
+# FP32, the INT8 share of multiply-adds, the accuracy search's outcome)
+META_PRECISION_DETAILS = "pem.precision_details"
 META_SHAPES = "pem.shapes"  # JSON {"batch": int | "dynamic", "height": ..., "width": ...}
 META_PRODUCER = "pem.producer"  # JSON {"pem", "torch", "torchvision", "onnx", "onnxscript", "onnxslim", "opset"}
 FORMAT = "pem-edge/1"

@@ -1,0 +1,6 @@
+"""Errors of the export steps (torch-free, so the CLI can catch them without importing torch)."""
+from __future__ import annotations
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked; the message says why."""
