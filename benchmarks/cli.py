@@ -221,7 +221,7 @@ def run_one(target: str, spec: RunSpec, args: argparse.Namespace, data: bytes, c
         samples = measure(step, args.warmup_ms, args.duration, args.iters)
         accuracy = None
         if args.accuracy is not None:
-            from pem.benchmarks.accuracy import panoptic_folder_accuracy
+            from pem.metrics.predictor_accuracy import panoptic_folder_accuracy
 
             accuracy = panoptic_folder_accuracy(predictor, args.accuracy, args.accuracy_images)
             accuracy.pop("images")
