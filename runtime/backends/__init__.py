@@ -3,7 +3,8 @@
 A backend is registered with :func:`register_backend` as a name, the suffixes it reads and a ``"module:attr"``
 loader that is imported only when the backend is opened (so onnxruntime, TensorRT or torch load lazily). The
 ``torch`` backend lives in ``pem`` (``pem.torch_backend``, for our ``.pth`` checkpoints) and is only imported when
-opened, so the runtime itself never imports torch; ``tensorrt`` (``.engine``/``.plan``) joins later.
+opened, so the runtime itself never imports torch; ``tensorrt`` (``.engine``/``.plan``, with the JSON manifest
+beside the engine) is ``pem.runtime.backends.tensorrt``.
 """
 from __future__ import annotations
 
@@ -70,3 +71,4 @@ def open_backend(artifact: str | Path, backend: str = "auto", providers: Sequenc
 
 register_backend("onnxruntime", (".onnx",), "pem.runtime.backends.onnxruntime:OnnxRuntimeBackend")
 register_backend("torch", (".pth", ".pt"), "pem.torch_backend:TorchBackend")
+register_backend("tensorrt", (".engine", ".plan"), "pem.runtime.backends.tensorrt:TensorRTBackend")

@@ -162,7 +162,7 @@ def test_show_without_a_display(toy_dir: Path, tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.parametrize(("args", "message"), [
     (["{missing}", "{image}"], "artifact not found"),
-    (["{engine}", "{image}"], "unknown artifact format '.engine'"),
+    (["{engine}", "{image}"], "m.engine has no manifest"),
     (["{garbage}", "{image}"], "cannot load"),
     (["{plain}", "{image}"], "no PEM metadata"),
     (["{raw}", "{image}", "--preset", "cityscapes_panoptic_r50"], "exported from preset 'toy_panoptic'"),
