@@ -1,8 +1,12 @@
-"""``pem-export``: export a PEM preset to ONNX, check it against PyTorch, write it atomically.
+"""``pem-export``: export a PEM preset to ONNX (FP32, FP16 or INT8), check it against PyTorch, write it atomically.
 
     pem-export --config NAME [--weights W] [--format onnx] [--head raw|semantic|panoptic] --imgsz HxW [--dynamic]
                [--batch N] [--input uint8|float] [--opset 19] [--no-simplify] --output PATH
                [--check-image PATH|skimage:NAME] [--skip-check] [--object-mask-threshold T] [--overlap-threshold T]
+               [--precision fp32|fp16|int8] [--fp32-ops A,B] [--fp32-scope REGEX ...]
+               [--calib-data DIR] [--calib-method minmax|percentile|entropy] [--calib-images N] [--int8-target T]
+               [--search-data DIR] [--accuracy-budget POINTS] [--search-images N] [--report OUT.json]
+    pem-export --onnx FP32.onnx --precision fp16|int8 ... --output PATH      (torch-free: from an FP32 export)
 
 Exit status: 0 written (and checked), 2 bad arguments or inputs, a failed export or a failed parity check; then one
 line on stderr says why and nothing is written to the output path.
@@ -11,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from pem.calibration.recipe import CALIBRATION_METHODS, INT8_TARGETS
+from pem.export.precision.apply import PRECISIONS
+from pem.export.precision.fp16 import DEFAULT_FP32_OPS, DEFAULT_FP32_SCOPES
 from pem.runtime.contract import HEADS
 from pem.runtime.sizes import parse_size
 
@@ -24,10 +33,13 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from pem.export.precision.apply import PrecisionRequest
+    from pem.export.tensorrt.engine_builder import EngineOptions
     from pem.modeling.pem_model import PEM
 
 INPUT_CHOICES = {"uint8": "uint8_nhwc", "float": "float_nchw"}
 DEFAULT_CHECK_IMAGE = "skimage:astronaut.png"
+PRECISION_CHOICES = PRECISIONS
 
 
 class CliError(Exception):
@@ -44,26 +56,58 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``pem-export``."""
     parser = _Parser(prog="pem-export", description="Export a PEM model to ONNX and check it against PyTorch.")
-    parser.add_argument("--config", required=True, help="preset, e.g. cityscapes_panoptic_r50 (a bad name lists all)")
-    parser.add_argument("--weights", help="checkpoint from pem-convert or pem-train (default: random weights)")
-    parser.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
-    parser.add_argument("--head", default="raw", choices=HEADS, help="graph outputs (default raw)")
-    parser.add_argument("--imgsz", required=True, type=parse_size,
-                        help="HxW input size of a static graph, example size of a dynamic one")
-    parser.add_argument("--dynamic", action="store_true", help="free batch, height and width")
-    parser.add_argument("--batch", type=int, default=1, help="batch size of a static graph (default 1)")
-    parser.add_argument("--input", default="uint8", choices=sorted(INPUT_CHOICES),
-                        help="uint8: image uint8 [B,h,w,3] RGB (default); float: float32 [B,3,h,w] in 0..255")
-    parser.add_argument("--opset", type=int, default=19, help="ONNX opset (>= 19, default 19)")
-    parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
-    parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
+    source = parser.add_argument_group("source")
+    source.add_argument("--config", help="preset, e.g. cityscapes_panoptic_r50 (a bad name lists all)")
+    source.add_argument("--weights", help="checkpoint from pem-convert or pem-train (default: random weights)")
+    source.add_argument("--onnx", type=Path, help="start from this FP32 ONNX export instead of a preset (no torch)")
+    graph = parser.add_argument_group("graph")
+    graph.add_argument("--format", default="onnx", choices=["onnx", "engine"],
+                       help="onnx, or a TensorRT engine built on this machine's GPU (needs TensorRT)")
+    graph.add_argument("--head", default="raw", choices=HEADS, help="graph outputs (default raw)")
+    graph.add_argument("--imgsz", type=parse_size,
+                       help="HxW input size of a static graph, example size of a dynamic one")
+    graph.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    graph.add_argument("--batch", type=int, default=1, help="batch size of a static graph (default 1)")
+    graph.add_argument("--input", default="uint8", choices=sorted(INPUT_CHOICES),
+                       help="uint8: image uint8 [B,h,w,3] RGB (default); float: float32 [B,3,h,w] in 0..255")
+    graph.add_argument("--opset", type=int, default=19, help="ONNX opset (>= 19, default 19)")
+    graph.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    graph.add_argument("--object-mask-threshold", type=float,
+                       help="override the preset's panoptic keep threshold (stored in the metadata)")
+    graph.add_argument("--overlap-threshold", type=float,
+                       help="override the preset's panoptic overlap threshold (stored in the metadata)")
+    parser.add_argument("--output", required=True, type=Path, help="the file to write")
     parser.add_argument("--check-image", default=DEFAULT_CHECK_IMAGE,
                         help=f"photograph for the parity check: a path or skimage:NAME (default {DEFAULT_CHECK_IMAGE})")
     parser.add_argument("--skip-check", action="store_true", help="write without the parity check")
-    parser.add_argument("--object-mask-threshold", type=float,
-                        help="override the preset's panoptic keep threshold (stored in the metadata)")
-    parser.add_argument("--overlap-threshold", type=float,
-                        help="override the preset's panoptic overlap threshold (stored in the metadata)")
+    precision = parser.add_argument_group("precision")
+    precision.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
+                           help="baked into the graph: fp16 casts or int8 Q/DQ, with FP32 islands (default fp32)")
+    precision.add_argument("--fp32-ops", help=f"op types kept in FP32 (default {','.join(DEFAULT_FP32_OPS)})")
+    precision.add_argument("--fp32-scope", action="append",
+                           help="regular expression of module paths kept in FP32 (repeatable; replaces the defaults "
+                                f"{' '.join(repr(p) for p in DEFAULT_FP32_SCOPES)})")
+    int8 = parser.add_argument_group("int8")
+    int8.add_argument("--calib-data", type=Path, help="folder of calibration images (or a COCO-panoptic dataset)")
+    int8.add_argument("--calib-method", default="minmax", choices=CALIBRATION_METHODS, help="default minmax")
+    int8.add_argument("--calib-images", type=int, default=32, help="use the first N images by name (default 32)")
+    int8.add_argument("--calib-percentile", type=float, default=99.999, help="for --calib-method percentile")
+    int8.add_argument("--int8-target", choices=INT8_TARGETS,
+                      help="onnxruntime: uint8 activations; tensorrt: symmetric int8 activations (default: tensorrt "
+                           "for --format engine, else onnxruntime)")
+    int8.add_argument("--search-data", type=Path,
+                      help="COCO-panoptic folder for the per-block sensitivity search (disjoint from --calib-data)")
+    int8.add_argument("--accuracy-budget", type=float, default=1.0,
+                      help="largest PQ (panoptic) or mIoU drop in points the search accepts (default 1.0)")
+    int8.add_argument("--search-images", type=int, help="use the first N search images (default all)")
+    parser.add_argument("--report", type=Path, help="write the precision report (JSON) here")
+    engine = parser.add_argument_group("engine (--format engine)")
+    engine.add_argument("--shapes", help="optimization profile min,opt,max, each BxHxW or HxW (dynamic graphs)")
+    engine.add_argument("--orig-sizes", help="range min,opt,max (HxW) of original image sizes the engine accepts")
+    engine.add_argument("--workspace", type=int, help="TensorRT workspace limit in MiB")
+    engine.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, read and updated")
+    engine.add_argument("--no-plugins", action="store_true",
+                        help="TensorRT's own DeformConv and the PrototypeGather ONNX function instead of our plugins")
     return parser
 
 
@@ -82,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(arguments)
     except SystemExit as done:
         return int(done.code or 0)
+    args.argv = arguments
     try:
         _run(args)
     except CliError as error:
@@ -91,36 +136,151 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from pem.calibration.images import CalibrationDataError
+    from pem.calibration.recipe import RecipeError
     from pem.export._deps import MissingDependencyError
+    from pem.export.errors import ExportError
+    from pem.export.precision.apply import PrecisionError
+
+    _check_arguments(args)
+    _check_output(args.output)
+    engine_options = _engine_options(args) if args.format == "engine" else None
+    try:
+        image = None if args.skip_check else _load_image(args.check_image)
+        fp32 = _fp32_graph(args, image)
+        request = _precision_request(args)
+        with tempfile.TemporaryDirectory(prefix="pem-export-") as work:
+            proto, report = apply_precision_step(fp32, request, Path(work), image)
+            if args.format == "engine":
+                onnx_path = Path(work) / "model.onnx"
+                onnx_path.write_bytes(proto.SerializeToString())
+                _build_engine(onnx_path, args, engine_options)
+            else:
+                _save(proto, args.output)
+        if args.report is not None:
+            from pem.runtime.coco_panoptic import write_json_atomic
+
+            write_json_atomic(args.report, report)
+    except (ExportError, PrecisionError, CalibrationDataError, RecipeError, MissingDependencyError) as error:
+        raise CliError(str(error)) from None
+    size = args.output.stat().st_size / 2**20
+    print(f"wrote {args.output} ({size:.1f} MiB, {args.precision})")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse contradictory or incomplete combinations before any work is done."""
+    if (args.config is None) == (args.onnx is None):
+        raise CliError("give either --config NAME (export from PyTorch) or --onnx FP32.onnx")
+    if args.onnx is not None:
+        if not args.onnx.is_file():
+            raise CliError(f"ONNX model not found: {args.onnx}")
+        if args.weights is not None:
+            raise CliError("--weights goes with --config, not with --onnx")
+    else:
+        _check_preset(args.config)
+        if args.imgsz is None:
+            raise CliError("--imgsz HxW is required when exporting from --config")
+        if args.weights is not None and not Path(args.weights).is_file():
+            raise CliError(f"weights not found: {args.weights}")
+    if args.format != "engine":
+        engine_given = [name for name, value in (("--shapes", args.shapes), ("--orig-sizes", args.orig_sizes),
+                        ("--workspace", args.workspace), ("--timing-cache", args.timing_cache)) if value is not None]
+        if engine_given or args.no_plugins:
+            raise CliError(f"{', '.join(engine_given) or '--no-plugins'} only apply to --format engine")
+    int8_options = {"--calib-data": args.calib_data, "--search-data": args.search_data}
+    if args.precision != "int8":
+        given = [name for name, value in int8_options.items() if value is not None]
+        if given:
+            raise CliError(f"{', '.join(given)} only apply to --precision int8")
+    elif args.calib_data is None:
+        raise CliError("--precision int8 needs --calib-data DIR (calibration images)")
+
+
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options, validated (and TensorRT found) before the slow export."""
+    from pem.export.tensorrt.engine_builder import EngineOptions
+
+    options = EngineOptions(
+        precision=args.precision, shapes=args.shapes, orig_sizes=args.orig_sizes, workspace_mb=args.workspace,
+        timing_cache=args.timing_cache, plugins=not args.no_plugins,
+        command=shlex.join(["pem-export", *args.argv]),
+    )
+    from pem.runtime.backends.tensorrt import import_tensorrt
 
     try:
-        from pem.export.onnx_export import ExportError, ExportOptions, export_onnx
-    except ModuleNotFoundError as error:
-        raise CliError(f"{error.name} is needed to export: pip install 'pem-edge[train,export]'") from None
+        options.validate()
+        import_tensorrt()  # fail before the export when TensorRT is missing
+    except (ValueError, ImportError) as error:
+        raise CliError(str(error)) from None
+    return options
 
-    _check_preset(args.config)
-    _check_output(args.output)
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise CliError(f"weights not found: {args.weights}")
+
+def _build_engine(onnx_path: Path, args: argparse.Namespace, options: EngineOptions) -> None:
+    """Build and write the engine and its manifest (TensorRT on this machine's GPU)."""
+    from pem.export.tensorrt.engine_builder import EngineBuildError, build_engine
+    from pem.runtime.metadata import ArtifactError
+
+    start = time.perf_counter()
+    try:
+        manifest = build_engine(onnx_path, args.output, options)
+    except (EngineBuildError, ArtifactError, ValueError, ImportError) as error:
+        raise CliError(str(error)) from None
+    print(f"built the TensorRT {manifest.tensorrt_version} engine in {time.perf_counter() - start:.1f} s")
+
+
+def _fp32_graph(args: argparse.Namespace, image: np.ndarray | None) -> onnx.ModelProto:
+    """The FP32 graph: exported from the preset and checked against PyTorch, or read from --onnx."""
+    if args.onnx is not None:
+        from pem.export._deps import require
+
+        return require("onnx").load(str(args.onnx))
+    try:
+        from pem.export.onnx_export import ExportOptions, export_onnx
+    except ModuleNotFoundError as error:
+        raise CliError(f"{error.name} is needed to export from PyTorch: pip install 'pem-edge[train,export]'") from None
     options = ExportOptions(
         head=args.head, imgsz=args.imgsz, dynamic=args.dynamic, batch=args.batch,
         input_layout=INPUT_CHOICES[args.input], opset=args.opset, simplify=not args.no_simplify,
         object_mask_threshold=args.object_mask_threshold, overlap_threshold=args.overlap_threshold,
     )
-    try:
-        options.validate()
-        image = None if args.skip_check else _load_image(args.check_image)
-        model = _build_model(args.config, args.weights)
-        start = time.perf_counter()
-        proto = export_onnx(model, options)
-        print(f"exported {args.config} ({args.head} head) in {time.perf_counter() - start:.1f} s")
-        data = proto.SerializeToString()
-        if image is not None:
-            _check(model, data, image, args.output)
-        _save(proto, args.output)
-    except (ExportError, MissingDependencyError) as error:
-        raise CliError(str(error)) from None
-    print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB)")
+    options.validate()
+    model = _build_model(args.config, args.weights)
+    start = time.perf_counter()
+    proto = export_onnx(model, options)
+    print(f"exported {args.config} ({args.head} head) in {time.perf_counter() - start:.1f} s")
+    if image is not None:
+        _check(model, proto.SerializeToString(), image, args.output)
+    return proto
+
+
+def _precision_request(args: argparse.Namespace) -> PrecisionRequest:
+    from pem.calibration.images import list_images
+    from pem.calibration.recipe import QuantRecipe
+    from pem.export.precision.apply import PrecisionRequest
+    from pem.export.precision.fp16 import Fp32Islands
+
+    islands = Fp32Islands(
+        op_types=tuple(o for o in args.fp32_ops.split(",") if o) if args.fp32_ops else DEFAULT_FP32_OPS,
+        scope_patterns=tuple(args.fp32_scope) if args.fp32_scope else DEFAULT_FP32_SCOPES,
+    )
+    if args.precision != "int8":
+        return PrecisionRequest(args.precision, islands)
+    target = args.int8_target or ("tensorrt" if args.format == "engine" else "onnxruntime")
+    recipe = QuantRecipe(method=args.calib_method, percentile=args.calib_percentile, target=target,
+                         calibration_images=args.calib_images, islands=islands)
+    return PrecisionRequest(
+        "int8", islands, tuple(list_images(args.calib_data, args.calib_images)), recipe, args.search_data,
+        args.accuracy_budget, args.search_images,
+    )
+
+
+def apply_precision_step(
+    fp32: onnx.ModelProto, request: PrecisionRequest, work: Path, image: np.ndarray | None
+) -> tuple[onnx.ModelProto, dict[str, object]]:
+    """``pem.export.precision.apply.apply_precision`` with the CLI's progress printing."""
+    from pem.export.precision.apply import apply_precision
+
+    return apply_precision(fp32, request, work, image, progress=print)
 
 
 def _check_preset(name: str) -> None:

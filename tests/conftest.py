@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -58,3 +59,45 @@ def load_photo(name: str) -> np.ndarray:
 
     image = io.imread(Path(data_dir) / name)
     return np.ascontiguousarray(image[..., :3])
+
+
+TINY_WEIGHTS = REPO / "tests" / "fixtures" / "synthetic_panoptic_tiny.pth"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``export(head="panoptic", imgsz=(128, 128))``: the trained ``synthetic_panoptic_tiny`` (PQ 61.6) as a static
+    FP32 ONNX file with uint8 input, exported once per session for each (head, size)."""
+    cache: dict[tuple[str, tuple[int, int]], Path] = {}
+
+    def export(head: str = "panoptic", imgsz: tuple[int, int] = (128, 128)) -> Path:
+        key = (head, tuple(imgsz))
+        if key not in cache:
+            import pem
+            from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
+
+            model = pem.build_model("synthetic_panoptic_tiny", weights=str(TINY_WEIGHTS))
+            path = tmp_path_factory.mktemp("tiny_onnx") / f"tiny_{head}_{imgsz[0]}x{imgsz[1]}.onnx"
+            save_onnx(export_onnx(model, ExportOptions(head=head, imgsz=tuple(imgsz))), path)
+            cache[key] = path
+        return cache[key]
+
+    return export
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``make(count, size=(128, 128), seed=0)``: a COCO-panoptic folder of synthetic scenes (``pem-data synthetic``),
+    made once per session for each (count, size, seed)."""
+    cache: dict[tuple[int, tuple[int, int], int], Path] = {}
+
+    def make(count: int, size: tuple[int, int] = (128, 128), seed: int = 0) -> Path:
+        key = (count, tuple(size), seed)
+        if key not in cache:
+            from pem.data.synthetic import generate_synthetic_dataset
+
+            folder = tmp_path_factory.mktemp(f"synthetic_{count}_{seed}")
+            cache[key] = generate_synthetic_dataset(folder / "data", count, tuple(size), seed)
+        return cache[key]
+
+    return make

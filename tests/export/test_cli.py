@@ -1,6 +1,7 @@
 """``pem-export`` end to end, and its failure paths: exit 2, one line on stderr, nothing (half-)written."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -53,7 +54,10 @@ def _assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: li
         ({"--config": "cityscapes_panoptic_r51"}, "unknown preset 'cityscapes_panoptic_r51'"),
         ({"--weights": "missing.pth"}, "weights not found"),
         ({"--head": "instances"}, "invalid choice: 'instances'"),
-        ({"--format": "engine"}, "invalid choice: 'engine'"),
+        pytest.param({"--format": "engine"}, "TensorRT's Python package is not installed",
+                     marks=pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                                              reason="TensorRT is installed")),
+        ({"--format": "tflite"}, "invalid choice: 'tflite'"),
         ({"--imgsz": "256x"}, "bad size '256x'"),
         ({"--opset": "17"}, "opset 17 is too old"),
         ({"--batch": "0"}, "batch and image size must be positive"),
