@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pem.calibration.phase_convs import rewrite_conv_transposes
 from pem.calibration.recipe import QUANTIZED_OP_TYPES, QuantRecipe
 from pem.export._deps import require
 from pem.export.precision.scopes import block_of, node_scopes
@@ -26,7 +27,9 @@ class Int8Quantizer:
     """``Int8Quantizer(fp32_model, images, recipe)``; ``quantize(fp32_blocks) -> onnx.ModelProto``.
 
     ``fp32_model``: path of an FP32 ONNX file from ``pem-export``; ``images``: calibration image files (the
-    recipe's first ``calibration_images`` are used). Call :meth:`close` (or use ``with``) to delete the work folder.
+    recipe's first ``calibration_images`` are used). For the ONNX Runtime target, transposed convolutions become
+    phase convolutions first (``phase_convs``: same result, INT8 kernels); ``model``/``source`` are that graph.
+    Call :meth:`close` (or use ``with``) to delete the work folder.
     """
 
     def __init__(self, fp32_model: str | Path, images: Sequence[str | Path], recipe: QuantRecipe) -> None:
@@ -34,11 +37,14 @@ class Int8Quantizer:
         self.onnx = require("onnx")
         require("onnxruntime")
         self.recipe = recipe
-        self.source = Path(fp32_model)
-        self.model = self.onnx.load(str(self.source))
         self.images = [Path(p) for p in images][: recipe.calibration_images]
         self._work = tempfile.TemporaryDirectory(prefix="pem-int8-")
         self._ranges = Path(self._work.name) / "ranges.json"
+        self.model = self.onnx.load(str(fp32_model))
+        self.source = Path(fp32_model)
+        if recipe.target == "onnxruntime" and rewrite_conv_transposes(self.model):
+            self.source = Path(self._work.name) / "prepared.onnx"
+            self.onnx.save(self.model, str(self.source))
         scopes = node_scopes(self.model.graph)
         self._blocks = {node.name: block_of(scope) for node, scope in zip(self.model.graph.node, scopes)}
         self.island_nodes = frozenset(
