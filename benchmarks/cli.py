@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,9 @@ from pem.benchmarks.environment import environment
 from pem.benchmarks.report import BenchRun, table, write_csv, write_json, write_plot
 from pem.benchmarks.stats import spread_warning, summarize
 from pem.runtime.sizes import parse_size
+
+if TYPE_CHECKING:
+    import onnx
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -78,8 +81,7 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
 
     size = args.imgsz
     if spec.backend == "tensorrt":
-        raise BenchError("the tensorrt backend needs a TensorRT engine and the tensorrt package; neither is "
-                         "available on this machine")
+        return _engine_predictor(target, spec, args)
     if spec.backend == "torch":
         from pem.torch_backend import TorchBackend
 
@@ -89,12 +91,75 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
         backend = TorchBackend(artifact, head=args.head, device=args.device, precision=spec.precision,
                                channels_last=args.device.startswith("cuda"))
         return Predictor(backend, input_size=size)
-    if spec.precision != "fp32":
-        raise BenchError(f"{spec.precision} ONNX graphs come from pem-export --precision (not built yet)")
-    if target.endswith(".onnx"):
-        return Predictor(target, backend="onnxruntime", providers=_providers(args.device), input_size=size)
-    return Predictor(export_cached(target, args, cache), backend="onnxruntime", providers=_providers(args.device),
-                     input_size=size)
+    graph = Path(target) if target.endswith(".onnx") else export_cached(target, args, cache)
+    graph = precision_graph(graph, spec.precision, args, cache)
+    return Predictor(graph, backend="onnxruntime", providers=_providers(args.device), input_size=size)
+
+
+def precision_graph(graph: Path, precision: str, args: argparse.Namespace, cache: Path) -> Path:
+    """``graph`` in ``precision``: itself when it already is, else made from it (FP16 pass, or INT8 calibrated on
+    ``--calib-data``) and cached."""
+    import onnx
+
+    from pem.export.metadata import read_metadata
+    from pem.runtime.contract import META_PRECISION
+
+    have = read_metadata(onnx.load(str(graph), load_external_data=False)).get(META_PRECISION, "fp32")
+    if have == precision:
+        return graph
+    if have != "fp32" and precision == "fp32":
+        raise BenchError(f"{graph} is a {have} graph: pass --precision {have}")
+    if have != "fp32" or precision not in ("fp16", "int8"):
+        raise BenchError(f"{graph} is a {have} graph; onnxruntime:{precision} needs an FP32 graph to convert "
+                         f"(or a {precision} graph from pem-export --precision {precision})")
+    derived = cache / f"{graph.stem}_{precision}.onnx"
+    if derived.is_file() and derived.stat().st_mtime >= graph.stat().st_mtime:
+        return derived
+    if precision == "fp16":
+        from pem.export.precision.apply import PrecisionRequest, apply_precision
+
+        model, _ = apply_precision(onnx.load(str(graph)), PrecisionRequest("fp16"), cache, None, progress=_quiet)
+    else:
+        model = _int8_graph(graph, args, cache)
+    onnx.save(model, str(derived))
+    return derived
+
+
+def _int8_graph(graph: Path, args: argparse.Namespace, cache: Path) -> onnx.ModelProto:
+    """The INT8 graph calibrated (fixed recipe: min-max, first --calib-images images) on --calib-data."""
+    import onnx
+
+    from pem.calibration.images import list_images, require_disjoint
+    from pem.export.precision.apply import PrecisionRequest, apply_precision
+
+    if args.calib_data is None:
+        raise BenchError("onnxruntime:int8 from an FP32 graph needs --calib-data DIR (calibration images)")
+    images = tuple(list_images(args.calib_data, args.calib_images))
+    if args.accuracy is not None:
+        require_disjoint([("calibration", images), ("--accuracy", list_images(args.accuracy, args.accuracy_images))])
+    request = PrecisionRequest("int8", calibration_images=images)
+    model, _ = apply_precision(onnx.load(str(graph)), request, cache, None, progress=_quiet)
+    return model
+
+
+def _quiet(line: str) -> None:
+    """Progress lines of the precision passes are not shown during a benchmark."""
+
+
+def _engine_predictor(target: str, spec: RunSpec, args: argparse.Namespace) -> Any:
+    """A Predictor on a TensorRT engine file; its precision is the one it was built with (its manifest)."""
+    from pem.runtime import Predictor
+
+    if not target.endswith((".engine", ".plan")):
+        raise BenchError("the tensorrt backend takes an engine from pem-export --format engine (.engine/.plan)")
+    device = int(args.device.partition(":")[2] or 0)
+    predictor = Predictor(target, backend="tensorrt", providers=[("tensorrt", {"device_id": device})],
+                          input_size=args.imgsz)
+    built = predictor.backend.metadata.get("pem.precision", "fp32")
+    if built != spec.precision:
+        predictor.close()
+        raise BenchError(f"{target} was built as {built}, not {spec.precision}: pass --precision {built}")
+    return predictor
 
 
 def _providers(device: str) -> list[str]:
@@ -256,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more configurations measured in the same run; ratios are against the first")
     parser.add_argument("--accuracy", type=Path, help="COCO-panoptic folder: PQ/mIoU of every configuration")
     parser.add_argument("--accuracy-images", type=int, help="use only the first N images of --accuracy")
+    parser.add_argument("--calib-data", type=Path,
+                        help="calibration images for onnxruntime:int8 made from an FP32 graph (disjoint from "
+                             "--accuracy)")
+    parser.add_argument("--calib-images", type=int, default=32, help="use the first N calibration images")
     parser.add_argument("--cache", type=Path, default=Path("outputs/bench_cache"), help="exported graphs")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--csv", type=Path)
