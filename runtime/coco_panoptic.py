@@ -64,6 +64,11 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def process_umask() -> int:
+    """The process umask, as read at import."""
+    return _UMASK
+
+
 def write_atomic(path: PathLike, write: Callable[[Any], None], suffix: str) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path`` in one step."""
     target = Path(path)

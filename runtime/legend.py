@@ -38,4 +38,4 @@ def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, tuple[int, int, 
             draw.rectangle((_MARGIN, y, _MARGIN + swatch, y + swatch), fill=tuple(shown[index][1]),
                            outline=(255, 255, 255))
         draw.text((2 * _MARGIN + swatch + _MARGIN, y - top), label, fill=(255, 255, 255), font=font)
-    return np.asarray(canvas)
+    return np.array(canvas)  # a writable copy (np.asarray of a PIL image is read-only)

@@ -12,7 +12,7 @@ from types import TracebackType
 
 import numpy as np
 
-from pem.runtime.coco_panoptic import PathLike
+from pem.runtime.coco_panoptic import PathLike, process_umask
 from pem.runtime.streams import import_cv2
 
 __all__ = ["FOURCC", "VideoWriter"]
@@ -38,6 +38,7 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=suffix, dir=self.path.parent)
         os.close(handle)
+        os.chmod(name, 0o666 & ~process_umask())  # mkstemp creates 0600; give the video the usual permissions
         self._tmp = Path(name)
 
     def write(self, rgb: np.ndarray) -> None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pem.runtime import cli
-from pem.runtime.coco_panoptic import load_panoptic_json, read_panoptic_png
+from pem.runtime.coco_panoptic import load_panoptic_json, process_umask, read_panoptic_png
 from pem.runtime.predictor import Predictor
 from pem.runtime.streams import StreamSource
 from tests.runtime.conftest import quadrants
@@ -96,6 +96,7 @@ def test_video_with_overlay_video(toy_dir: Path, tmp_path: Path, policy: str) ->
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames == result["processed"]
     assert capture.get(cv2.CAP_PROP_FRAME_WIDTH) == 80 and capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
     capture.release()
+    assert (out / "overlay.mp4").stat().st_mode & 0o777 == 0o666 & ~process_umask()  # not mkstemp's 0600
     log = frame_log(out)
     names = [r["name"] for r in log]
     if policy == "queue":

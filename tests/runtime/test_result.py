@@ -108,7 +108,8 @@ def test_semantic_only_result(toy_dir: Path, scene: np.ndarray, tmp_path: Path) 
         result = predictor(scene)
     with pytest.raises(ValueError, match="gives no panoptic output"):
         result.save_coco_panoptic(tmp_path, "x.png")
-    assert result.plot().shape == (60, 80, 3)
+    plotted = result.plot()
+    assert plotted.shape == (60, 80, 3) and plotted.flags.writeable  # callers may draw on it (FPS, boxes)
     assert {s["label"] for s in result.summary()} == {"grass", "sky", "disk"}
     assert result.save_cityscapes(tmp_path, "x").exists()
 
