@@ -1,6 +1,6 @@
 """INT8 accuracy guard: PQ of the Q/DQ graph in ONNX Runtime against FP32 (and FP16), on held-out scenes.
 
-    python -m pem.benchmarks.int8_accuracy [--out benchmarks/results] [--calibration 64] [--search 24] [--eval 48]
+    python -m pem.benchmarks.int8_accuracy [--out benchmarks/results] [--calibration 64] [--search 48] [--eval 48]
 
 The trained ``synthetic_panoptic_tiny`` fixture is exported (panoptic head, 256x256), calibrated on one set of
 synthetic scenes (seed 21), its blocks searched on a second (seed 22, budget 1.0 PQ) and everything evaluated on a
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pem.benchmarks.int8_accuracy", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--calibration", type=int, default=64)
-    parser.add_argument("--search", type=int, default=24)
+    parser.add_argument("--search", type=int, default=48)
     parser.add_argument("--eval", type=int, default=48)
     parser.add_argument("--budget", type=float, default=1.0)
     args = parser.parse_args(argv)
