@@ -1,5 +1,7 @@
-"""``pem-data``: dataset tools. ``pem-data synthetic --out DIR --n N --size HxW [--seed S] [--overwrite]`` writes
-a synthetic COCO-panoptic dataset (see ``pem.data.synthetic``).
+"""``pem-data``: dataset tools.
+
+    pem-data synthetic --out DIR --n N --size HxW [--seed S] [--overwrite]   a synthetic COCO-panoptic dataset
+    pem-data video --out CLIP.mp4 --frames N --size HxW [--seed S] [--fps F]  a camera panning over a synthetic scene
 
 Exit codes: 0 done, 2 bad input (one line on stderr).
 """
@@ -27,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--size", required=True, help="image size HxW, e.g. 256x256")
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synthetic.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    video = commands.add_parser("video", help="write a synthetic test video (a camera panning over a scene)")
+    video.add_argument("--out", required=True, help="the .mp4 or .avi file to write")
+    video.add_argument("--frames", type=int, required=True, help="number of frames")
+    video.add_argument("--size", required=True, help="frame size HxW, e.g. 256x320")
+    video.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    video.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
     return parser
 
 
@@ -71,13 +79,25 @@ def _synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video(args: argparse.Namespace) -> int:
+    from pem.data.video import write_synthetic_video
+
+    try:
+        size = parse_size(args.size)
+        path = write_synthetic_video(args.out, args.frames, size, args.seed, args.fps)
+    except (ValueError, OSError, ImportError) as exc:
+        return _fail(str(exc))
+    print(f"wrote {args.frames} frames of {size[0]}x{size[1]} at {args.fps:g} fps (seed {args.seed}) to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pem-data``; returns the exit code."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    return _synthetic(args)
+    return _video(args) if args.command == "video" else _synthetic(args)
 
 
 if __name__ == "__main__":
