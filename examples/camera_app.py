@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pem.runtime import Predictor
+from pem.runtime.sizes import positive_int
 from pem.runtime.sources import Frame, SourceError, open_source
 from pem.runtime.streams import import_cv2
 from pem.runtime.video_writer import VideoWriter
@@ -161,13 +162,6 @@ def run(predictor: Predictor, frames: Iterable[Frame], window: Window | None, wr
         done.stopped, done.error = "source lost", str(exc)
     done.seconds = time.perf_counter() - start
     return done
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

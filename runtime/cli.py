@@ -33,6 +33,7 @@ from pem.runtime.outputs import coco_categories, write_image
 from pem.runtime.predictor import Predictor
 from pem.runtime.progress import Progress
 from pem.runtime.result import Result
+from pem.runtime.sizes import positive_int
 from pem.runtime.sources import Source, SourceError, open_source
 from pem.runtime.streams import POLICIES, Frame
 from pem.runtime.video_writer import VideoWriter
@@ -57,13 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream-policy", choices=POLICIES, default=None, help="videos/cameras/URLs: 'latest' "
                         "keeps only the newest frame (drops counted), 'queue' buffers frames with back-pressure "
                         "(default: queue for video files, latest for live sources)")
-    parser.add_argument("--queue-size", type=_positive_int, default=8, help="frames buffered by 'queue' (8)")
+    parser.add_argument("--queue-size", type=positive_int, default=8, help="frames buffered by 'queue' (8)")
     parser.add_argument("--reconnects", type=_non_negative_int, default=5, help="reopen attempts of a lost live "
                         "stream, with exponential backoff (5)")
     parser.add_argument("--video-out", help="write the overlays as a video (.mp4 or .avi)")
     parser.add_argument("--video-fps", type=float, default=None, help="fps of --video-out (default: the source's, "
                         "else 10)")
-    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
+    parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
     parser.add_argument("--backend", default="auto", help="backend name (default: by the artifact's suffix)")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma list of cpu, "
                         "cuda, tensorrt (default: cuda when available, else cpu)")
@@ -71,13 +72,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=0.55, help="overlay opacity (0.55)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:

@@ -1,4 +1,4 @@
-"""Image-size arguments of the command-line tools: ``640``, ``640x480`` or ``640,480`` (height first)."""
+"""Size and count arguments of the command-line tools: ``640``, ``640x480`` or ``640,480`` (height first)."""
 from __future__ import annotations
 
 import argparse
@@ -20,3 +20,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(values) != 2 or min(values) <= 0:
         raise SizeError(f"bad size {text!r}: use H, HxW or H,W with positive numbers")
     return values[0], values[1]
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse ``type=``); argparse.ArgumentTypeError otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
