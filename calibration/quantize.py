@@ -72,20 +72,33 @@ class Int8Quantizer:
         The first call calibrates (runs the calibration images through the FP32 graph); later calls reuse the
         ranges. Raises CalibrationDataError for an unreadable calibration image.
         """
-        excluded = sorted(self.island_nodes | set(self.nodes_of(fp32_blocks)))
-        output = Path(self._work.name) / "quantized.onnx"
         from onnxruntime.quantization import quantize_static
 
-        from pem.calibration.feeds import CalibrationFeeds
-
-        reader = None if self._ranges.exists() else CalibrationFeeds(self.source, self.images)
-
+        excluded = sorted(self.island_nodes | set(self.nodes_of(fp32_blocks)))
+        output = Path(self._work.name) / "quantized.onnx"
         with _quiet_quantizer():
+            if not self._ranges.exists():
+                self._calibrate()
             quantize_static(
-                str(self.source), str(output), reader, nodes_to_exclude=excluded,
+                str(self.source), str(output), None, nodes_to_exclude=excluded,
                 calibration_cache_path=str(self._ranges), **self.recipe.ort_arguments(),
             )
         return self.onnx.load(str(output))
+
+    def _calibrate(self) -> None:
+        """Activation ranges of the quantized op types over the calibration images, saved where ``quantize_static``
+        reads them (it does not pass histogram settings on to its own calibrator)."""
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+        from pem.calibration.feeds import CalibrationFeeds
+
+        calibrator = create_calibrator(
+            self.source, list(QUANTIZED_OP_TYPES), Path(self._work.name) / "augmented.onnx",
+            calibrate_method=self.recipe.ort_arguments()["calibrate_method"],
+            extra_options=self.recipe.calibrator_options(),
+        )
+        calibrator.collect_data(CalibrationFeeds(self.source, self.images))
+        save_tensors_data(calibrator.compute_data(), self._ranges)
 
     def close(self) -> None:
         """Delete the work folder (calibration ranges, intermediate graphs)."""

@@ -11,6 +11,8 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # only for uint8 activations here); tensorrt: int8 symmetric activations (TensorRT accepts zero points of 0 only)
 INT8_TARGETS = ("onnxruntime", "tensorrt")
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+HISTOGRAM_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 128
 
 
 class RecipeError(ValueError):
@@ -55,8 +57,7 @@ class QuantRecipe:
         symmetric = self.activation_type == "int8"
         # TensorRT dequantizes INT8 only: biases stay float there (ONNX Runtime fuses INT32 biases into its kernels)
         extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric}
-        if self.method == "percentile":
-            extra["CalibPercentile"] = self.percentile
+
         return {
             "quant_format": QuantFormat.QDQ,
             "op_types_to_quantize": list(QUANTIZED_OP_TYPES),
@@ -66,6 +67,16 @@ class QuantRecipe:
             "calibrate_method": methods[self.method],
             "extra_options": extra,
         }
+
+    def calibrator_options(self) -> dict[str, Any]:
+        """``extra_options`` of ONNX Runtime's ``create_calibrator`` for this recipe's method."""
+        if self.method == "percentile":
+            return {"percentile": self.percentile, "num_bins": HISTOGRAM_BINS}
+        if self.method == "entropy":
+            # KL-divergence thresholds over a 2048-bin histogram for 128 quantized levels (TensorRT's entropy
+            # calibration); ONNX Runtime's defaults (128 and 128) make the threshold the min-max range
+            return {"num_bins": HISTOGRAM_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready description (for the graph metadata and the report)."""

@@ -187,3 +187,18 @@ def test_pem_export_precision_errors(tiny_onnx: Callable[..., Path], synthetic_d
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_methods_give_their_own_ranges(tiny_onnx: Callable[..., Path], calibration: list[Path]) -> None:
+    """Percentile and entropy (2048-bin histograms) clip some activation ranges that min-max keeps whole."""
+    scales = {}
+    for method in ("minmax", "percentile", "entropy"):
+        with Int8Quantizer(tiny_onnx("panoptic", (128, 128)), calibration,
+                           QuantRecipe(method=method, calibration_images=4)) as quantizer:
+            model = quantizer.quantize()
+        scales[method] = {i.name: float(numpy_helper.to_array(i).ravel()[0]) for i in model.graph.initializer
+                          if i.name.endswith("_scale") and "weight" not in i.name}
+    for method in ("percentile", "entropy"):
+        narrower = [name for name, scale in scales[method].items() if scale < 0.99 * scales["minmax"][name]]
+        assert narrower, f"{method} calibration gave the min-max ranges"
+        assert all(scales[method][name] <= scales["minmax"][name] * 1.0001 for name in scales[method])
