@@ -8,10 +8,12 @@ figures measured together are comparable.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import resource
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from pem.benchmarks.stats import spread_warning, summarize
 from pem.runtime.sizes import parse_size
 
 if TYPE_CHECKING:
-    import onnx
+    from pem.export.precision.apply import PrecisionRequest
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -102,6 +104,7 @@ def precision_graph(graph: Path, precision: str, args: argparse.Namespace, cache
     import onnx
 
     from pem.export.metadata import read_metadata
+    from pem.export.precision.apply import PrecisionRequest, apply_precision
     from pem.runtime.contract import META_PRECISION
 
     have = read_metadata(onnx.load(str(graph), load_external_data=False)).get(META_PRECISION, "fp32")
@@ -112,34 +115,35 @@ def precision_graph(graph: Path, precision: str, args: argparse.Namespace, cache
     if have != "fp32" or precision not in ("fp16", "int8"):
         raise BenchError(f"{graph} is a {have} graph; onnxruntime:{precision} needs an FP32 graph to convert "
                          f"(or a {precision} graph from pem-export --precision {precision})")
-    derived = cache / f"{graph.stem}_{precision}.onnx"
+    request = PrecisionRequest("fp16") if precision == "fp16" else _int8_request(args)
+    derived = cache / f"{graph.stem}_{precision}{_calibration_tag(request)}.onnx"
     if derived.is_file() and derived.stat().st_mtime >= graph.stat().st_mtime:
         return derived
-    if precision == "fp16":
-        from pem.export.precision.apply import PrecisionRequest, apply_precision
-
-        model, _ = apply_precision(onnx.load(str(graph)), PrecisionRequest("fp16"), cache, None, progress=_quiet)
-    else:
-        model = _int8_graph(graph, args, cache)
+    with tempfile.TemporaryDirectory(prefix="pem-bench-") as work:
+        model, _ = apply_precision(onnx.load(str(graph)), request, Path(work), None, progress=_quiet)
     onnx.save(model, str(derived))
     return derived
 
 
-def _int8_graph(graph: Path, args: argparse.Namespace, cache: Path) -> onnx.ModelProto:
-    """The INT8 graph calibrated (fixed recipe: min-max, first --calib-images images) on --calib-data."""
-    import onnx
+def _calibration_tag(request: PrecisionRequest) -> str:
+    """A short digest of the calibration images (paths), so graphs calibrated on other images are not reused."""
+    if not request.calibration_images:
+        return ""
+    listing = "\n".join(str(Path(p).resolve()) for p in request.calibration_images)
+    return "_" + hashlib.sha256(listing.encode()).hexdigest()[:8]
 
+
+def _int8_request(args: argparse.Namespace) -> PrecisionRequest:
+    """INT8 with the fixed recipe (min-max, the first --calib-images images of --calib-data)."""
     from pem.calibration.images import list_images, require_disjoint
-    from pem.export.precision.apply import PrecisionRequest, apply_precision
+    from pem.export.precision.apply import PrecisionRequest
 
     if args.calib_data is None:
         raise BenchError("onnxruntime:int8 from an FP32 graph needs --calib-data DIR (calibration images)")
     images = tuple(list_images(args.calib_data, args.calib_images))
     if args.accuracy is not None:
         require_disjoint([("calibration", images), ("--accuracy", list_images(args.accuracy, args.accuracy_images))])
-    request = PrecisionRequest("int8", calibration_images=images)
-    model, _ = apply_precision(onnx.load(str(graph)), request, cache, None, progress=_quiet)
-    return model
+    return PrecisionRequest("int8", calibration_images=images)
 
 
 def _quiet(line: str) -> None:
