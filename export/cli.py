@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 INPUT_CHOICES = {"uint8": "uint8_nhwc", "float": "float_nchw"}
 DEFAULT_CHECK_IMAGE = "skimage:astronaut.png"
-PRECISION_CHOICES = PRECISIONS
 
 
 class CliError(Exception):
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"photograph for the parity check: a path or skimage:NAME (default {DEFAULT_CHECK_IMAGE})")
     parser.add_argument("--skip-check", action="store_true", help="write without the parity check")
     precision = parser.add_argument_group("precision")
-    precision.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
+    precision.add_argument("--precision", default="fp32", choices=PRECISIONS,
                            help="baked into the graph: fp16 casts or int8 Q/DQ, with FP32 islands (default fp32)")
     precision.add_argument("--fp32-ops", help=f"op types kept in FP32 (default {','.join(DEFAULT_FP32_OPS)})")
     precision.add_argument("--fp32-scope", action="append",
@@ -140,7 +139,7 @@ def _run(args: argparse.Namespace) -> None:
     from pem.calibration.recipe import RecipeError
     from pem.export._deps import MissingDependencyError
     from pem.export.errors import ExportError
-    from pem.export.precision.apply import PrecisionError
+    from pem.export.precision.apply import PrecisionError, apply_precision
 
     _check_arguments(args)
     _check_output(args.output)
@@ -150,7 +149,7 @@ def _run(args: argparse.Namespace) -> None:
         fp32 = _fp32_graph(args, image)
         request = _precision_request(args)
         with tempfile.TemporaryDirectory(prefix="pem-export-") as work:
-            proto, report = apply_precision_step(fp32, request, Path(work), image)
+            proto, report = apply_precision(fp32, request, Path(work), image)
             if args.format == "engine":
                 onnx_path = Path(work) / "model.onnx"
                 onnx_path.write_bytes(proto.SerializeToString())
@@ -272,15 +271,6 @@ def _precision_request(args: argparse.Namespace) -> PrecisionRequest:
         "int8", islands, tuple(list_images(args.calib_data, args.calib_images)), recipe, args.search_data,
         args.accuracy_budget, args.search_images,
     )
-
-
-def apply_precision_step(
-    fp32: onnx.ModelProto, request: PrecisionRequest, work: Path, image: np.ndarray | None
-) -> tuple[onnx.ModelProto, dict[str, object]]:
-    """``pem.export.precision.apply.apply_precision`` with the CLI's progress printing."""
-    from pem.export.precision.apply import apply_precision
-
-    return apply_precision(fp32, request, work, image, progress=print)
 
 
 def _check_preset(name: str) -> None:

@@ -54,8 +54,9 @@ def apply_precision(
         raise PrecisionError(f"the graph is already {source}; give the FP32 export to make {request.precision}")
     if request.precision == "fp32":
         return fp32, {"precision": "fp32"}
-    fp32_path = work / "fp32.onnx"
-    fp32_path.write_bytes(fp32.SerializeToString())
+    fp32_path = work / "fp32.onnx"  # the quantizer and the comparison read the FP32 graph from a file
+    if request.precision == "int8" or check_image is not None:
+        fp32_path.write_bytes(fp32.SerializeToString())
     if request.precision == "fp16":
         model, details = _to_fp16(fp32, request.islands)
     else:
