@@ -187,17 +187,9 @@ def fail(message: str) -> int:
     return 2
 
 
-def quiet_opencv() -> None:
-    """Keep OpenCV's and FFmpeg's own log lines off stderr (set the variables yourself to see them); takes effect
-    when cv2 is first imported."""
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the app (module docstring); returns the exit code."""
     args = parse_args(argv)
-    quiet_opencv()
     providers = args.providers.split(",") if args.providers else None
     with ExitStack() as stack:
         try:

@@ -35,7 +35,7 @@ from pem.runtime.progress import Progress
 from pem.runtime.result import Result
 from pem.runtime.sizes import positive_int
 from pem.runtime.sources import Source, SourceError, open_source
-from pem.runtime.streams import POLICIES, Frame
+from pem.runtime.streams import POLICIES, Frame, import_cv2
 from pem.runtime.video_writer import VideoWriter
 
 PROG = "pem-predict"
@@ -130,8 +130,7 @@ class _Display:
             _say("--show: no display (DISPLAY/WAYLAND_DISPLAY unset); results are saved but not shown")
             return
         try:
-            import cv2
-
+            cv2 = import_cv2()
             cv2.namedWindow(PROG, cv2.WINDOW_NORMAL)
         except ImportError:
             _say("--show needs OpenCV (pip install opencv-python); results are saved but not shown")

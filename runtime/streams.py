@@ -13,6 +13,7 @@ of times, then the stream ends with a :class:`SourceError`; a video file ends at
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -47,7 +48,14 @@ class Frame:
 
 
 def import_cv2() -> Any:
-    """The ``cv2`` module, or ImportError saying how to install it."""
+    """The ``cv2`` module, or ImportError saying how to install it.
+
+    OpenCV's and FFmpeg's own log lines are kept off stderr (the tools report failures in one line of their own);
+    set ``OPENCV_LOG_LEVEL`` / ``OPENCV_FFMPEG_LOGLEVEL`` yourself to see them. This takes effect when cv2 is
+    first imported.
+    """
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         import cv2
     except ImportError as exc:
