@@ -12,10 +12,18 @@ from pem.runtime.predictor import Predictor
 
 
 class CalibrationFeeds(CalibrationDataReader):
-    """The graph inputs of each image, pre-processed exactly as the runtime's ``Predictor`` does for ``model``."""
+    """The graph inputs of each image, pre-processed as the runtime's ``Predictor`` does for ``model``.
+
+    A graph of free size gets every image at one size, the preset's test short side squared (ONNX Runtime's
+    histogram calibrators need one shape per tensor); a fixed-size graph takes its own size anyway.
+    """
 
     def __init__(self, model: str | Path, images: Sequence[str | Path]) -> None:
         self._predictor = Predictor(model, providers=["cpu"])
+        if self._predictor.fixed_size is None:
+            side = self._predictor.metadata.min_size
+            self._predictor.close()
+            self._predictor = Predictor(model, providers=["cpu"], input_size=(side, side))
         self._images = iter([Path(p) for p in images])
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pem.calibration.images import CalibrationDataError
 from pem.calibration.phase_convs import rewrite_conv_transposes
 from pem.calibration.recipe import QUANTIZED_OP_TYPES, QuantRecipe
 from pem.export._deps import require
@@ -97,8 +98,14 @@ class Int8Quantizer:
             calibrate_method=self.recipe.ort_arguments()["calibrate_method"],
             extra_options=self.recipe.calibrator_options(),
         )
-        calibrator.collect_data(CalibrationFeeds(self.source, self.images))
-        save_tensors_data(calibrator.compute_data(), self._ranges)
+        try:
+            calibrator.collect_data(CalibrationFeeds(self.source, self.images))
+            ranges = calibrator.compute_data()
+        except (ValueError, RuntimeError) as error:  # ONNX Runtime's calibrator; image errors pass through
+            if isinstance(error, CalibrationDataError):
+                raise
+            raise CalibrationDataError(f"calibrating {self.source.name} failed: {error}") from error
+        save_tensors_data(ranges, self._ranges)
 
     def close(self) -> None:
         """Delete the work folder (calibration ranges, intermediate graphs)."""

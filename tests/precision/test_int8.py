@@ -190,7 +190,7 @@ def test_pem_export_precision_errors(tiny_onnx: Callable[..., Path], synthetic_d
 
 
 def test_calibration_methods_give_their_own_ranges(tiny_onnx: Callable[..., Path], calibration: list[Path]) -> None:
-    """Percentile and entropy (2048-bin histograms) clip some activation ranges that min-max keeps whole."""
+    """Percentile and entropy (histograms of 2048 and 512 bins) clip some activation ranges min-max keeps whole."""
     scales = {}
     for method in ("minmax", "percentile", "entropy"):
         with Int8Quantizer(tiny_onnx("panoptic", (128, 128)), calibration,
@@ -202,3 +202,20 @@ def test_calibration_methods_give_their_own_ranges(tiny_onnx: Callable[..., Path
         narrower = [name for name, scale in scales[method].items() if scale < 0.99 * scales["minmax"][name]]
         assert narrower, f"{method} calibration gave the min-max ranges"
         assert all(scales[method][name] <= scales["minmax"][name] * 1.0001 for name in scales[method])
+
+
+def test_graph_of_free_size_calibrates_on_photographs_of_several_sizes(tiny_onnx: Callable[..., Path],
+                                                                       tmp_path: Path) -> None:
+    """ONNX Runtime's histogram calibrators need one shape per tensor: the images are fed at one size."""
+    from skimage.data import data_dir
+
+    for name in ("astronaut.png", "coffee.png", "motorcycle_left.png"):  # 512x512, 400x600, 370x500
+        shutil.copy(Path(data_dir) / name, tmp_path / name)
+    outcome = quantize_to_int8(tiny_onnx("panoptic", (128, 128), dynamic=True), list_images(tmp_path),
+                               QuantRecipe(method="percentile"), progress=lambda line: None)
+    path = tmp_path / "int8.onnx"
+    onnx.save(outcome.model, str(path))
+    with Predictor(path) as predictor:
+        for name in ("coffee.png", "motorcycle_left.png"):
+            result = predictor(load_rgb(tmp_path / name))
+            assert result.panoptic.shape == load_rgb(tmp_path / name).shape[:2]
