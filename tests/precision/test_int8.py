@@ -174,6 +174,7 @@ def test_pem_export_int8_cli(tiny_onnx: Callable[..., Path], calibration: list[P
         (["--precision", "fp16", "--calib-data", "x"], "--calib-data only apply to --precision int8"),
         (["--precision", "int8", "--calib-data", "missing"], "calibration folder not found"),
         (["--precision", "int8", "--calib-data", "SAME", "--search-data", "SAME"], "must be disjoint"),
+        (["--precision", "int8", "--calib-data", "BROKEN"], "cannot read calibration image"),
     ],
 )
 def test_pem_export_precision_errors(tiny_onnx: Callable[..., Path], synthetic_dataset: Callable[..., Path],
@@ -182,8 +183,11 @@ def test_pem_export_precision_errors(tiny_onnx: Callable[..., Path], synthetic_d
     from pem.export.cli import main
 
     same = str(synthetic_dataset(4, (128, 128), seed=22))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not the rest of a jpeg")
     argv = ["--onnx", str(tiny_onnx("panoptic", (128, 128))), "--output", str(tmp_path / "x.onnx"),
-            *[same if item == "SAME" else item for item in extra]]
+            *[{"SAME": same, "BROKEN": str(broken)}.get(item, item) for item in extra]]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
