@@ -142,6 +142,8 @@ class _Fp16Pass:
             target = self._follow_inputs(node, schema)
         else:
             target = TensorProto.FLOAT16
+        if target == TensorProto.FLOAT16 and not _allows_fp16(schema, node):
+            target = TensorProto.FLOAT  # e.g. Range: no float16 in its type constraint
         if schema is None:
             self._cast_float_inputs(node, TensorProto.FLOAT)
             self._record_outputs(node, None, target)
@@ -271,6 +273,14 @@ def to_finite_fp16(values: np.ndarray) -> np.ndarray:
     """``values`` as float16 with NaN kept, +-inf and out-of-range values clamped to +-65504."""
     return np.clip(np.nan_to_num(values, nan=np.nan, posinf=FP16_MAX, neginf=-FP16_MAX), -FP16_MAX, FP16_MAX).astype(
         np.float16)
+
+
+def _allows_fp16(schema: onnx.defs.OpSchema, node: onnx.NodeProto) -> bool:
+    """Whether every type variable tying this node's arguments admits float16."""
+    from onnx import TensorProto
+
+    allowed = _allowed_types(schema)
+    return all(TensorProto.FLOAT16 in allowed.get(var, ()) for var in _shared_type_vars(schema, node))
 
 
 def _element_types(graph: onnx.GraphProto) -> dict[str, int]:

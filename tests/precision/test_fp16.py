@@ -63,8 +63,10 @@ def test_fp16_graph_runs_close_to_fp32(raw_fp16: tuple[Path, Path]) -> None:
     assert comparison.float_rel_l2["pred_masks"] < 1e-2
 
 
-def test_fp16_panoptic_ids_match_fp32(tiny_onnx: Callable[..., Path], tmp_path: Path) -> None:
-    fp32 = tiny_onnx("panoptic", (128, 128))
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_fp16_panoptic_ids_match_fp32(tiny_onnx: Callable[..., Path], tmp_path: Path, dynamic: bool) -> None:
+    """A graph of free size computes its position encodings at run time (Range has no float16: it stays FP32)."""
+    fp32 = tiny_onnx("panoptic", (128, 128), dynamic=dynamic)
     model, summary = convert_to_fp16(onnx.load(str(fp32)))
     assert summary.fp16_nodes > summary.fp32_nodes and summary.fp32_compute["DeformConv"] == 3
     path = tmp_path / "fp16.onnx"
