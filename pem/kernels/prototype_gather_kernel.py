@@ -34,7 +34,7 @@ def prototype_gather_kernel(
     query_tile = tl.load(query_ptr + image * stride_qb + rows[:, None] * stride_qq + channels[None, :] * stride_qc,
                          mask=row_ok[:, None] & dim_ok[None, :], other=0.0).to(tl.float32)
     if HAS_MASK:
-        apply_mask = tl.load(skip_mask_ptr + image) == 0
+        apply_mask = tl.load(skip_mask_ptr + image).to(tl.int32) == 0  # int8 (torch path) or float32 (TensorRT)
     best_value = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     best_index = tl.zeros([BLOCK_Q], tl.int32)
     for start in range(0, num_tokens, BLOCK_N):
