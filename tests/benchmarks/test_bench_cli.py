@@ -80,3 +80,13 @@ def test_int8_and_fp16_derived_from_an_fp32_graph(tiny_onnx, synthetic_dataset, 
     assert main([str(tiny_onnx("panoptic", (128, 128))), "--precision", "int8", "--iters", "1",
                  "--cache", str(tmp_path / "other")]) == 2
     assert "needs --calib-data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_reach_the_onnxruntime_session(tiny_onnx, tmp_path: Path, threads: int) -> None:
+    from pem.benchmarks.cli import RunSpec, build_parser, open_predictor
+
+    graph = tiny_onnx("panoptic", (128, 128))
+    args = build_parser().parse_args([str(graph), "--imgsz", "128x128", "--threads", str(threads)])
+    with open_predictor(str(graph), RunSpec("onnxruntime", "fp32"), args, tmp_path) as predictor:
+        assert predictor.backend._session.get_session_options().intra_op_num_threads == threads

@@ -15,6 +15,12 @@ def test_int8_speed_records_ratio_and_island_share(tmp_path: Path) -> None:
     assert record["int8_speedup"] == record["median_ms"]["fp32"] / record["median_ms"]["int8"]
     for profile in record["profiles"].values():
         assert 0 < profile["island_ms"] < profile["kernel_ms"] and 0 < profile["island_share"] < 1
+        assert abs(sum(profile["by_category_ms"].values()) - profile["kernel_ms"]) < 1e-9
+    int8_categories = record["profiles"]["int8"]["by_category_ms"]
+    assert int8_categories["int8"] > 0 and int8_categories["conversion"] > 0
+    assert record["profiles"]["fp32"]["by_category_ms"]["int8"] == 0
+    ceilings = record["speedup_ceilings"]
+    assert 0 < ceilings["no_conversion_ops"] < ceilings["only_islands_and_int8_kernels"]
     assert 0.5 < record["int8_mac_share"] < 1 and record["environment"]["cpu"]
 
 
