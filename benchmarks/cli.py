@@ -97,21 +97,8 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
 
     graph = Path(target) if target.endswith(".onnx") else export_cached(target, args, cache)
     graph = precision_graph(graph, spec.precision, args, cache)
-    backend = OnnxRuntimeBackend(graph, providers=_providers(args.device), session_options=_ort_options(args.threads))
+    backend = OnnxRuntimeBackend(graph, providers=_providers(args.device), threads=args.threads)
     return Predictor(backend, input_size=size)
-
-
-def _ort_options(threads: int | None) -> Any:
-    """ONNX Runtime session options with ``threads`` intra-op threads (ONNX Runtime ignores OMP_NUM_THREADS);
-    None keeps its defaults (one thread per physical core)."""
-    if not threads:
-        return None
-    from pem.runtime.backends.onnxruntime import import_onnxruntime
-
-    options = import_onnxruntime().SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return options
 
 
 def precision_graph(graph: Path, precision: str, args: argparse.Namespace, cache: Path) -> Path:

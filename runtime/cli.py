@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto", help="backend name (default: by the artifact's suffix)")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma list of cpu, "
                         "cuda, tensorrt (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime: intra-op CPU threads "
+                        "(default: one per physical core)")
     parser.add_argument("--preset", default=None, help="fail unless the artifact was exported from this preset")
     parser.add_argument("--alpha", type=float, default=0.55, help="overlay opacity (0.55)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
     try:
-        predictor = Predictor(args.artifact, args.backend, providers, expect_preset=args.preset)
+        predictor = Predictor(args.artifact, args.backend, providers, expect_preset=args.preset, threads=args.threads)
     except (FileNotFoundError, ArtifactError, ImportError, ValueError) as exc:
         _say(f"error: {exc}")
         return 2

@@ -34,17 +34,19 @@ class Predictor:
     onnxruntime, execution providers (``cpu``, ``cuda``, ``tensorrt`` or full ORT names); None = CUDA when
     available, else CPU. ``expect_preset``: fail unless the artifact was exported from that preset.
     ``input_size`` (h, w): resize every image straight to that size, as for a graph of fixed size (benchmarks at
-    one size); None follows the shortest-edge rule, or the graph's fixed size.
+    one size); None follows the shortest-edge rule, or the graph's fixed size. ``threads``: intra-op CPU threads of
+    the onnxruntime backend (None: ONNX Runtime's default, one per physical core).
     Raises FileNotFoundError (missing artifact), ArtifactError (unknown format, missing/malformed metadata,
     another preset, graph I/O that does not follow the contract), ImportError (backend package not installed).
     """
 
     def __init__(self, artifact: str | Path | Backend, backend: str = "auto", providers: Sequence[Any] | None = None,
-                 expect_preset: str | None = None, input_size: tuple[int, int] | None = None) -> None:
+                 expect_preset: str | None = None, input_size: tuple[int, int] | None = None,
+                 threads: int | None = None) -> None:
         if isinstance(artifact, Backend):
             self.backend = artifact
         else:
-            self.backend = open_backend(artifact, backend, providers)
+            self.backend = open_backend(artifact, backend, providers, threads)
         try:
             source = self.backend.artifact
             self.metadata = ArtifactMetadata.from_props(self.backend.metadata, source)

@@ -46,10 +46,13 @@ def _known_formats() -> str:
     return "; ".join(f"{', '.join(spec.suffixes)} -> {spec.name}" for spec in _REGISTRY.values() if spec.suffixes)
 
 
-def open_backend(artifact: str | Path, backend: str = "auto", providers: Sequence[Any] | None = None) -> Backend:
+def open_backend(artifact: str | Path, backend: str = "auto", providers: Sequence[Any] | None = None,
+                 threads: int | None = None) -> Backend:
     """Open ``artifact`` with the backend called ``backend``, or the one registered for its suffix (``auto``).
+    ``threads``: intra-op CPU threads, for the ``onnxruntime`` backend only (None: its default).
 
-    Raises FileNotFoundError for a missing file and ArtifactError for an unknown format or backend."""
+    Raises FileNotFoundError for a missing file, ArtifactError for an unknown format or backend, ValueError for
+    ``threads`` on another backend."""
     path = Path(artifact)
     if not path.exists():
         raise FileNotFoundError(f"artifact not found: {path}")
@@ -64,8 +67,12 @@ def open_backend(artifact: str | Path, backend: str = "auto", providers: Sequenc
         spec = _REGISTRY.get(backend)
         if spec is None:
             raise ArtifactError(f"unknown backend {backend!r}; registered backends: {', '.join(backend_names())}")
+    if threads is not None and spec.name != "onnxruntime":
+        raise ValueError(f"a thread count applies to the onnxruntime backend only, not to {spec.name}")
     module_name, _, attr = spec.loader.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
+    if threads is not None:
+        return factory(path, providers=providers, threads=threads)
     return factory(path, providers=providers)
 
 

@@ -79,8 +79,10 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, artifact: str | Path, providers: Sequence[ProviderSpec] | None = None,
-                 session_options: Any = None) -> None:
+                 session_options: Any = None, threads: int | None = None) -> None:
         super().__init__(str(artifact))
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         ort = import_onnxruntime()
         path = Path(artifact)
         if not path.is_file():
@@ -89,6 +91,8 @@ class OnnxRuntimeBackend(Backend):
         options = session_options or ort.SessionOptions()
         if session_options is None:
             options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:

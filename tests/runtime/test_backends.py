@@ -30,6 +30,16 @@ def test_open_by_suffix_runs_and_times(toy_dir: Path) -> None:
     backend.close()
 
 
+def test_threads_set_the_session(toy_dir: Path) -> None:
+    with open_backend(toy_dir / "raw.onnx", threads=1) as backend:
+        assert backend._session.get_session_options().intra_op_num_threads == 1
+        outputs = backend.infer({"image": np.zeros((1, 40, 70, 3), dtype=np.uint8)})
+        assert outputs["pred_masks"].shape == (1, 6, 16, 24)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            OnnxRuntimeBackend(toy_dir / "raw.onnx", threads=bad)
+
+
 def test_feed_is_checked(toy_dir: Path) -> None:
     with open_backend(toy_dir / "raw_static.onnx") as backend:
         with pytest.raises(ValueError, match="missing"):

@@ -107,11 +107,11 @@ def test_video_with_overlay_video(toy_dir: Path, tmp_path: Path, policy: str) ->
     assert result["age_ms"]["p99"] >= result["latency_ms"]["p50"] and no_temporaries(out)
 
 
-def test_max_frames(toy_dir: Path, tmp_path: Path) -> None:
+def test_max_frames_on_one_thread(toy_dir: Path, tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.mp4", frames=20, size=(60, 80))
     out = tmp_path / "out"
     assert cli.main([str(toy_dir / "semantic.onnx"), str(video), "--out", str(out), "--max-frames", "5",
-                     "--save", "semantic"]) == 0
+                     "--save", "semantic", "--threads", "1"]) == 0
     assert summary(out)["processed"] == 5 and len(list((out / "semantic").iterdir())) == 5
 
 
@@ -174,6 +174,8 @@ def test_show_without_a_display(toy_dir: Path, tmp_path: Path, monkeypatch: pyte
     (["{raw}", "{image}", "--video-out", "{tmp}/v.mkv"], "must end in .mp4 or .avi"),
     (["{raw}", "{image}", "--providers", "cuda"], "'cuda' is not available"),
     (["{raw}", "{image}", "--queue-size", "0"], "must be at least 1"),
+    (["{raw}", "{image}", "--threads", "0"], "must be at least 1"),
+    (["{engine}", "{image}", "--threads", "2"], "applies to the onnxruntime backend only, not to tensorrt"),
 ])
 def test_bad_inputs_exit_2(toy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                            message: str) -> None:
