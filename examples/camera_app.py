@@ -175,6 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reconnects", type=int, default=5, help="reopen attempts of a lost live source (5)")
     parser.add_argument("--providers", default=None, help="onnxruntime providers, e.g. cuda,cpu (default: CUDA "
                         "when available, else CPU)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op CPU threads "
+                        "(default: one per physical core)")
     args = parser.parse_args(argv)
     if not (args.show or args.output):
         parser.error("nothing to do: give --show, --output or both")
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     providers = args.providers.split(",") if args.providers else None
     with ExitStack() as stack:
         try:
-            predictor = stack.enter_context(Predictor(args.model, providers=providers))
+            predictor = stack.enter_context(Predictor(args.model, providers=providers, threads=args.threads))
             source = open_source(args.source, reconnects=args.reconnects)
             stack.callback(source.close)
             window = stack.enter_context(Window()) if args.show else None

@@ -55,7 +55,8 @@ def video(frames: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_headless_writes_the_overlay_video(example_model: Path, video: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "overlay.mp4"
-    done = app(str(example_model), "--source", str(video), "--output", str(out), "--providers", "cpu")
+    done = app(str(example_model), "--source", str(video), "--output", str(out), "--providers", "cpu",
+               "--threads", "1")
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"camera_app: 5 frame\(s\) in [\d.]+ s \([\d.]+ FPS\), end of source; overlay written to "
                         + re.escape(str(out)) + "\n", done.stderr)
