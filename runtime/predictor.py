@@ -44,6 +44,9 @@ class Predictor:
                  expect_preset: str | None = None, input_size: tuple[int, int] | None = None,
                  threads: int | None = None) -> None:
         if isinstance(artifact, Backend):
+            if threads is not None:
+                artifact.close()
+                raise ValueError("threads applies when the Predictor opens the artifact; set it on the backend given")
             self.backend = artifact
         else:
             self.backend = open_backend(artifact, backend, providers, threads)

@@ -141,3 +141,7 @@ def test_backend_instance_and_forced_input_size(toy_dir: Path, scene: np.ndarray
     assert predictor.backend._closed  # the predictor owns the backend it was given
     with pytest.raises(ArtifactError, match="takes 64x96 images only, not 32x32"):
         Predictor(toy_dir / "raw_static.onnx", input_size=(32, 32))
+    given = open_backend(toy_dir / "raw.onnx")
+    with pytest.raises(ValueError, match="threads applies when the Predictor opens the artifact"):
+        Predictor(given, threads=2)
+    assert given._closed
