@@ -10,7 +10,7 @@ An ONNX Runtime profile of each graph attributes kernel time to the FP32 islands
 softmax, LayerNorm, argmax, the prediction head and the wrapper's pre-processing), to INT8 kernels, to conversion
 ops (Q/DQ and layout) and to the remaining FP32 ops; from these, the speed-up ceilings (no conversion cost; only
 islands and INT8 kernels left).
-Results: ``benchmarks/results/int8_speed_<preset>_<size>.json``.
+Results: ``benchmarks/results/int8_speed_<preset>_<size>_<head>_<threads>threads.json``.
 """
 from __future__ import annotations
 
@@ -183,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     record = {"benchmark": "int8_speed", "environment": environment(),
               "command": "python -m pem.benchmarks.int8_speed " + " ".join(argv or sys.argv[1:]), **record}
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"int8_speed_{args.preset}_{record['imgsz']}_{args.head}.json"
+    name = f"int8_speed_{args.preset}_{record['imgsz']}_{args.head}_{args.threads}threads.json"
     (args.out / name).write_text(json.dumps(record, indent=2) + "\n")
     profiles = record["profiles"]
-    print(f"{args.preset} {record['imgsz']} {args.head} head, {args.threads} threads, medians of {args.rounds}: "
+    threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
+    print(f"{args.preset} {record['imgsz']} {args.head} head, {threads}, medians of {args.rounds}: "
           f"FP32 {record['median_ms']['fp32']:.1f} ms, INT8 {record['median_ms']['int8']:.1f} ms "
           f"-> {record['int8_speedup']:.2f}x (target 1.8x: {'PASS' if record['passed'] else 'FAIL'})")
     print(f"FP32 islands: {100 * profiles['fp32']['island_share']:.0f}% of FP32 kernel time "

@@ -10,7 +10,7 @@ from pem.benchmarks import int8_accuracy, int8_speed
 def test_int8_speed_records_ratio_and_island_share(tmp_path: Path) -> None:
     int8_speed.main(["--preset", "synthetic_panoptic_tiny", "--imgsz", "128x128", "--rounds", "3",
                      "--out", str(tmp_path)])
-    record = json.loads((tmp_path / "int8_speed_synthetic_panoptic_tiny_128x128_raw.json").read_text())
+    record = json.loads((tmp_path / "int8_speed_synthetic_panoptic_tiny_128x128_raw_2threads.json").read_text())
     assert len(record["samples_ms"]["fp32"]) == len(record["samples_ms"]["int8"]) == 3
     assert record["int8_speedup"] == record["median_ms"]["fp32"] / record["median_ms"]["int8"]
     for profile in record["profiles"].values():
