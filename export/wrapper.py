@@ -65,9 +65,14 @@ class ExportWrapper(nn.Module):
         return self.panoptic(class_logits, mask_logits, padded_size, image_size, (height, width))
 
     def to_nchw(self, image: torch.Tensor) -> torch.Tensor:
-        """The image input -> float32 [B, 3, h, w] RGB in 0..255."""
+        """The image input -> float32 [B, 3, h, w] RGB in 0..255, NCHW-contiguous.
+
+        The cast comes before the layout change: TensorRT's ONNX parser refuses UINT8 intermediate tensors
+        (onnx-tensorrt ``ModelImporter.cpp`` @96e7811, lines 241-254), so the uint8 graph input must feed the
+        Cast directly. ``contiguous`` keeps eager PyTorch in NCHW (cuDNN follows a channels-last input).
+        """
         if self.input_layout == "uint8_nhwc":
-            return image.permute(0, 3, 1, 2).to(torch.float32)
+            return image.to(torch.float32).permute(0, 3, 1, 2).contiguous()
         return image
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:

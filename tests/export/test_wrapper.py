@@ -27,12 +27,12 @@ def _uint8_batch(image: np.ndarray) -> torch.Tensor:
 
 def _raw(model: PEM, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """The wrapper's network part on one uint8 image: class logits, mask logits, padded size."""
-    return ExportWrapper(model, "raw").predict(_uint8_batch(image).permute(0, 3, 1, 2).float())
+    return ExportWrapper(model, "raw").predict(_uint8_batch(image).permute(0, 3, 1, 2).float().contiguous())
 
 
 def test_raw_head_is_the_model_bit_for_bit(tiny_model: PEM, photo: np.ndarray) -> None:
     resized = resize_exact(photo, SIZE)
-    nchw = _uint8_batch(resized).permute(0, 3, 1, 2).float()
+    nchw = _uint8_batch(resized).permute(0, 3, 1, 2).float().contiguous()
     with torch.no_grad():
         expected = tiny_model(nchw)
         uint8_out = ExportWrapper(tiny_model, "raw")(_uint8_batch(resized))
