@@ -26,6 +26,7 @@ from PIL import Image
 from pem.benchmarks.environment import environment
 from pem.benchmarks.report import BenchRun, table, write_csv, write_json, write_plot
 from pem.benchmarks.stats import spread_warning, summarize
+from pem.runtime.errors import PemError
 from pem.runtime.sizes import parse_size
 
 if TYPE_CHECKING:
@@ -45,11 +46,11 @@ class RunSpec:
     def parse(cls, text: str, default_precision: str) -> RunSpec:
         backend, _, precision = text.partition(":")
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+            raise BenchError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         return cls(backend, precision or default_precision)
 
 
-class BenchError(ValueError):
+class BenchError(PemError, ValueError):
     """A configuration that cannot be measured; the message says why."""
 
 
@@ -90,11 +91,16 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
         artifact = args.weights or (target if target.endswith((".pth", ".pt")) else f"preset:{target}")
         if target.endswith(".onnx"):
             raise BenchError("the torch backend takes a preset name or a checkpoint, not an ONNX file")
-        backend = TorchBackend(artifact, head=args.head, device=args.device, precision=spec.precision,
-                               channels_last=args.device.startswith("cuda"))
+        try:
+            backend = TorchBackend(artifact, head=args.head, device=args.device, precision=spec.precision,
+                                   channels_last=args.device.startswith("cuda"))
+        except ValueError as error:  # the backend's argument checks (precision, device)
+            raise BenchError(str(error)) from None
         return Predictor(backend, input_size=size)
     from pem.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
+    if target.endswith(".onnx") and not Path(target).is_file():
+        raise BenchError(f"ONNX file not found: {target}")
     graph = Path(target) if target.endswith(".onnx") else export_cached(target, args, cache)
     graph = precision_graph(graph, spec.precision, args, cache)
     backend = OnnxRuntimeBackend(graph, providers=_providers(args.device), threads=args.threads)
@@ -360,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         for spec in specs:
             runs.append(run_one(args.target, spec, args, data, args.cache))
             print(f"measured {runs[-1].label}", file=sys.stderr)
-    except (BenchError, KeyError, ValueError, FileNotFoundError, ImportError) as error:
-        print(f"pem-bench: error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+    except (PemError, ImportError) as error:  # expected failures and missing optional packages; bugs keep a trace
+        print(f"pem-bench: error: {error}", file=sys.stderr)
+        return error.exit_code if isinstance(error, PemError) else 2
     print(table(runs))
     command = "pem-bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.json:

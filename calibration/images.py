@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pem.runtime.errors import PemError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(PemError, ValueError):
     """A calibration or search image set that cannot be used; the message says why."""
 
 

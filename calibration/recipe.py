@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pem.export.precision.fp16 import Fp32Islands
+from pem.runtime.errors import PemError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # onnxruntime: uint8 asymmetric activations (ONNX Runtime's CPU kernels fuse every DQ->Conv->Q into QLinearConv
@@ -16,7 +17,7 @@ ENTROPY_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 
 
-class RecipeError(ValueError):
+class RecipeError(PemError, ValueError):
     """An INT8 recipe that cannot be used; the message says why."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pem.runtime import Predictor
+from pem.runtime.errors import PemError
 from pem.runtime.sizes import positive_int
 from pem.runtime.sources import Frame, SourceError, open_source
 from pem.runtime.streams import import_cv2
@@ -38,7 +39,7 @@ PROG = "camera_app"
 TITLE = "PEM segmentation"
 
 
-class DisplayError(RuntimeError):
+class DisplayError(PemError, RuntimeError):
     """No window can be opened (no display, or an OpenCV built without GUI)."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from pem.runtime.errors import PemError
 
-class MissingDependencyError(ImportError):
+
+class MissingDependencyError(PemError, ImportError):
     """An optional package the export needs is not installed; the message says how to install it."""
 
 

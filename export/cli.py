@@ -27,6 +27,7 @@ from pem.calibration.recipe import CALIBRATION_METHODS, INT8_TARGETS
 from pem.export.precision.apply import PRECISIONS
 from pem.export.precision.fp16 import DEFAULT_FP32_OPS, DEFAULT_FP32_SCOPES
 from pem.runtime.contract import HEADS
+from pem.runtime.errors import PemError
 from pem.runtime.sizes import parse_size
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ INPUT_CHOICES = {"uint8": "uint8_nhwc", "float": "float_nchw"}
 DEFAULT_CHECK_IMAGE = "skimage:astronaut.png"
 
 
-class CliError(Exception):
+class CliError(PemError):
     """A problem reported as one line on stderr with exit status 2."""
 
 

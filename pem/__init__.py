@@ -15,6 +15,7 @@ _LAZY_ATTRIBUTES = {
     "get_preset": "pem.config",
     "list_presets": "pem.config",
     "PEMConfig": "pem.config",
+    "PemError": "pem.runtime.errors",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from pem.runtime.coco_panoptic import write_atomic
+from pem.runtime.errors import PemError
 
 FORMAT = "pem-edge/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PemError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 

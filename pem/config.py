@@ -11,9 +11,15 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
 
+from pem.runtime.errors import PemError
+
 PIXEL_MEAN = (123.675, 116.280, 103.530)  # RGB, 0..255 scale
 PIXEL_STD = (58.395, 57.120, 57.375)
 SIZE_DIVISIBILITY = 32
+
+
+class PresetError(PemError, KeyError):
+    """An unknown preset name; the message lists the known ones."""
 
 
 @dataclass(frozen=True)
@@ -231,8 +237,8 @@ def list_presets() -> list[str]:
 
 
 def get_preset(name: str) -> PEMConfig:
-    """The preset called ``name``; raises ``KeyError`` with the list of known names otherwise."""
+    """The preset called ``name``; raises ``PresetError`` (a ``KeyError``) with the known names otherwise."""
     try:
         return _presets()[name]
     except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}") from None
+        raise PresetError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}") from None

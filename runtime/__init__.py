@@ -9,6 +9,7 @@ _LAZY_ATTRIBUTES = {
     "Result": "pem.runtime.result",
     "ArtifactError": "pem.runtime.metadata",
     "ArtifactMetadata": "pem.runtime.metadata",
+    "PemError": "pem.runtime.errors",
 }
 
 __all__ = list(_LAZY_ATTRIBUTES)

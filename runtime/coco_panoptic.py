@@ -18,8 +18,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pem.runtime.errors import PemError
+
 __all__ = [
     "MAX_SEGMENT_ID",
+    "PanopticFileError",
     "PathLike",
     "id2rgb",
     "load_panoptic_json",
@@ -32,6 +35,10 @@ __all__ = [
 MAX_SEGMENT_ID = 256**3 - 1
 
 PathLike = str | os.PathLike[str]
+
+
+class PanopticFileError(PemError, ValueError):
+    """A COCO-panoptic PNG or JSON that is missing, unreadable or malformed; the message names the file."""
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
@@ -102,34 +109,34 @@ def read_panoptic_png(path: PathLike) -> np.ndarray:
             mode = image.mode
             rgb = np.asarray(image) if mode == "RGB" else None
     except FileNotFoundError as exc:
-        raise ValueError(f"panoptic PNG not found: {path}") from exc
+        raise PanopticFileError(f"panoptic PNG not found: {path}") from exc
     except IsADirectoryError as exc:
-        raise ValueError(f"panoptic PNG is a folder, not a file: {path}") from exc
+        raise PanopticFileError(f"panoptic PNG is a folder, not a file: {path}") from exc
     except Exception as exc:
-        raise ValueError(f"cannot read panoptic PNG {path}: {exc}") from exc
+        raise PanopticFileError(f"cannot read panoptic PNG {path}: {exc}") from exc
     if rgb is None:
-        raise ValueError(f"panoptic PNG {path} must be an RGB image, got mode {mode!r}")
+        raise PanopticFileError(f"panoptic PNG {path} must be an RGB image, got mode {mode!r}")
     return rgb2id(rgb)
 
 
 def _check_list(data: dict[str, Any], key: str, path: PathLike) -> list[Any]:
     value = data.get(key)
     if not isinstance(value, list):
-        raise ValueError(f"{path}: expected a list under {key!r}, got {type(value).__name__}")
+        raise PanopticFileError(f"{path}: expected a list under {key!r}, got {type(value).__name__}")
     return value
 
 
 def _check_annotation(ann: Any, index: int, path: PathLike) -> None:
     if not isinstance(ann, dict):
-        raise ValueError(f"{path}: annotations[{index}] is not an object")
+        raise PanopticFileError(f"{path}: annotations[{index}] is not an object")
     for key in ("image_id", "file_name", "segments_info"):
         if key not in ann:
-            raise ValueError(f"{path}: annotations[{index}] has no {key!r}")
+            raise PanopticFileError(f"{path}: annotations[{index}] has no {key!r}")
     if not isinstance(ann["segments_info"], list):
-        raise ValueError(f"{path}: annotations[{index}]['segments_info'] is not a list")
+        raise PanopticFileError(f"{path}: annotations[{index}]['segments_info'] is not a list")
     for segment in ann["segments_info"]:
         if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
-            raise ValueError(
+            raise PanopticFileError(
                 f"{path}: annotations[{index}] (image_id {ann['image_id']!r}) has a segment without 'id' and "
                 f"'category_id': {segment!r}"
             )
@@ -144,19 +151,19 @@ def load_panoptic_json(path: PathLike, require_categories: bool = True) -> dict[
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError as exc:
-        raise ValueError(f"panoptic JSON not found: {path}") from exc
+        raise PanopticFileError(f"panoptic JSON not found: {path}") from exc
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        raise PanopticFileError(f"{path} is not valid JSON: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read panoptic JSON {path}: {exc}") from exc
+        raise PanopticFileError(f"cannot read panoptic JSON {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+        raise PanopticFileError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     for index, ann in enumerate(_check_list(data, "annotations", path)):
         _check_annotation(ann, index, path)
     if require_categories:
         for index, category in enumerate(_check_list(data, "categories", path)):
             if not isinstance(category, dict) or "id" not in category or "isthing" not in category:
-                raise ValueError(f"{path}: categories[{index}] needs 'id' and 'isthing', got {category!r}")
+                raise PanopticFileError(f"{path}: categories[{index}] needs 'id' and 'isthing', got {category!r}")
     return data
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pem.runtime.coco_panoptic import PathLike
+from pem.runtime.errors import PemError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageRead", "ImageReadError", "is_image_file", "read_image"]
 
@@ -24,7 +25,7 @@ _GREY_MODES = {"L", "1", "LA", "La"}
 _WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PemError, ValueError):
     """A file that cannot be read as an image."""
 
 

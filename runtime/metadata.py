@@ -23,11 +23,12 @@ from pem.runtime.contract import (
     META_SHAPES,
     META_TEST,
 )
+from pem.runtime.errors import PemError
 
 __all__ = ["ArtifactError", "ArtifactMetadata", "ClassInfo"]
 
 
-class ArtifactError(ValueError):
+class ArtifactError(PemError, ValueError):
     """An artifact that cannot be used: unknown format, missing or malformed metadata, wrong preset or I/O."""
 
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from pem.runtime.errors import PemError
 
-class SizeError(argparse.ArgumentTypeError, ValueError):
+
+class SizeError(PemError, argparse.ArgumentTypeError, ValueError):
     """A malformed size: argparse prints its message; other callers can catch it as a ValueError."""
 
 

@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from pem.runtime.errors import PemError
+
 __all__ = ["POLICIES", "Frame", "FrameBuffer", "SourceError", "StreamSource", "import_cv2"]
 
 POLICIES = ("latest", "queue")
 VIDEO_INSTALL_HINT = "pip install opencv-python-headless, or the extra pem-edge[video]"
 
 
-class SourceError(RuntimeError):
+class SourceError(PemError, RuntimeError):
     """A source that cannot be opened or that was lost."""
 
 

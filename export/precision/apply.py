@@ -14,6 +14,7 @@ from pem.export.metadata import read_metadata, write_metadata
 from pem.export.precision.compare import compare_with_fp32
 from pem.export.precision.fp16 import Fp32Islands, convert_to_fp16
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
+from pem.runtime.errors import PemError
 
 if TYPE_CHECKING:
     import onnx
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(PemError, ValueError):
     """A precision request that cannot be carried out; the message says why."""
 
 

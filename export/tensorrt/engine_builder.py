@@ -31,6 +31,7 @@ from pem.runtime.backends.tensorrt import device_facts, import_cudart, import_te
 from pem.runtime.coco_panoptic import PathLike, write_atomic
 from pem.runtime.contract import PROTOTYPE_GATHER_DOMAIN
 from pem.runtime.engine_manifest import EngineManifest, PluginInfo, write_manifest
+from pem.runtime.errors import PemError
 from pem.runtime.metadata import ArtifactMetadata
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 STANDARD_DEFORM_PLUGIN = "ModulatedDeformConv2d"  # TensorRT's plugin behind its ONNX DeformConv import
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(PemError, RuntimeError):
     """TensorRT could not parse the ONNX or build the engine; the message carries TensorRT's reasons."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pem.runtime.contract import IMAGE_INPUTS, INPUT_ORIG_SIZE
 from pem.runtime.engine_manifest import ProfileRange
+from pem.runtime.errors import PemError
 
 __all__ = ["EngineShapes", "ShapeError", "engine_shapes", "parse_shape_list"]
 
@@ -23,7 +24,7 @@ EXAMPLE = "--shapes 1x512x512,1x512x1024,1x1024x2048"
 Dim = int | None  # a graph dimension: an int when fixed, None when free
 
 
-class ShapeError(ValueError):
+class ShapeError(PemError, ValueError):
     """Shapes that do not parse or do not fit the graph; the message says what to pass instead."""
 
 

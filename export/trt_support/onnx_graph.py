@@ -7,6 +7,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from pem.runtime.errors import PemError
+
 if TYPE_CHECKING:
     import numpy as np
     import onnx
@@ -16,7 +18,7 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 _TABLE_DTYPES = {"FLOAT": "FP32", "FLOAT16": "FP16", "BFLOAT16": "BF16", "FLOAT8E4M3FN": "FP8", "FLOAT4E2M1": "FP4"}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(PemError, ValueError):
     """The input is not a readable ONNX model."""
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from pem.config import PIXEL_MEAN, SIZE_DIVISIBILITY, Category, PEMConfig, load_categories
 from pem.runtime.coco_panoptic import PathLike, load_panoptic_json, read_panoptic_png
+from pem.runtime.errors import PemError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
 
 
-class DatasetError(ValueError):
+class DatasetError(PemError, ValueError):
     """A dataset file that cannot be used; ``path`` names it."""
 
     def __init__(self, message: str, path: PathLike) -> None:

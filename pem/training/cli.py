@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pem.runtime.errors import PemError
 from pem.runtime.sizes import parse_size
 from pem.training.engine import TrainOptions, train
 
@@ -50,14 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, freeze_bn=args.freeze_bn,
         on_error="skip" if args.skip_bad_files else "raise", device=args.device,
     )
-    from pem.checkpoint import CheckpointError
-    from pem.data.datasets import DatasetError
-
     try:
         summary = train(options)
-    except (KeyError, ValueError, CheckpointError, DatasetError, FileNotFoundError) as error:
-        print(f"pem-train: error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+    except PemError as error:  # expected failures only: anything else is a bug and keeps its traceback
+        print(f"pem-train: error: {error}", file=sys.stderr)
+        return error.exit_code
     print(f"finished at step {summary['step']}: weights {summary['weights']}, resumable state {summary['checkpoint']}")
     return 0
 
