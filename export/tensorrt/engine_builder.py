@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pem.export._deps import require
 from pem.export.tensorrt.graph_rewrite import rewrite_for_plugins
 from pem.export.tensorrt.plugins import MIN_TENSORRT, PLUGIN_VERSION, register_plugins
+from pem.export.tensorrt.plugins.ptx import TritonCompatibilityError, check_triton
 from pem.export.tensorrt.shapes import EngineShapes, engine_shapes, parse_shape_list
 from pem.export.trt_support.versions import parse_version
 from pem.runtime.backends.tensorrt import device_facts, import_cudart, import_tensorrt, make_logger
@@ -37,8 +39,9 @@ from pem.runtime.metadata import ArtifactMetadata
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["PRECISIONS", "EngineBuildError", "EngineOptions", "build_engine", "engine_plugins",
-           "format_parser_errors", "make_manifest", "needs_strongly_typed_flag", "write_engine"]
+__all__ = ["PRECISIONS", "EngineBuildError", "EngineOptions", "build_engine", "check_plugin_toolchain",
+           "engine_plugins", "format_parser_errors", "load_timing_cache", "make_manifest", "needs_strongly_typed_flag",
+           "save_timing_cache", "write_engine"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 STANDARD_DEFORM_PLUGIN = "ModulatedDeformConv2d"  # TensorRT's plugin behind its ONNX DeformConv import
@@ -58,7 +61,9 @@ class EngineOptions:
     ``workspace_mb``: TensorRT's workspace pool limit (None: TensorRT's default, the device memory).
     ``timing_cache``: file reused and updated across builds. ``plugins``: our TensorRT plugins instead of
     TensorRT's DeformConv and the PrototypeGather function. ``command``: the command line, stored in the manifest
-    so a version/GPU mismatch can tell how to rebuild.
+    so a version/GPU mismatch can tell how to rebuild. ``verbose``: keep TensorRT's whole log (VERBOSE and up) and
+    print it to stderr when the parse or build fails (``--trt-verbose``). A fp32 build clears TensorRT's TF32 flag
+    (on by default), so an FP32 engine computes in FP32 as ONNX Runtime does (``--verify``'s 1e-3 tolerance).
     """
 
     precision: str = "fp32"
@@ -68,6 +73,7 @@ class EngineOptions:
     timing_cache: PathLike | None = None
     plugins: bool = True
     command: str | None = None
+    verbose: bool = False
 
     def validate(self) -> None:
         """Raise ValueError (ShapeError for shapes) on options that cannot work, before anything is loaded."""
@@ -107,12 +113,11 @@ def build_engine(onnx_path: PathLike, output_path: PathLike, options: EngineOpti
     shapes = engine_shapes(graph_inputs(model), metadata.input_layout, options.shapes, options.orig_sizes)
     trt = import_tensorrt()
     import_cudart()
-    logger = make_logger(trt)
+    logger = make_logger(trt, keep_log=options.verbose)
     trt.init_libnvinfer_plugins(logger, "")
+    gpu_name, capability = device_facts()
     if options.plugins and _has_aot_plugins(trt):
-        if importlib.util.find_spec("triton") is None:
-            raise ImportError("PEM's TensorRT plugins compile their kernels with Triton while the engine is built: "
-                              "pip install triton, or build without the plugins (EngineOptions(plugins=False))")
+        check_plugin_toolchain(capability)
         report = rewrite_for_plugins(model)
         for node, reason in report.kept.items():
             warnings.warn(f"DeformConv node {node!r} stays on TensorRT's own plugin: {reason}", RuntimeWarning,
@@ -123,10 +128,14 @@ def build_engine(onnx_path: PathLike, output_path: PathLike, options: EngineOpti
                       f"{MIN_TENSORRT[0]}.{MIN_TENSORRT[1]}): building with TensorRT's own DeformConv plugin and "
                       "the PrototypeGather ONNX function", RuntimeWarning, stacklevel=2)
     start = time.perf_counter()
-    serialized = _build_serialized(trt, logger, model.SerializeToString(), source, shapes, options)
+    try:
+        serialized = _build_serialized(trt, logger, model.SerializeToString(), source, shapes, options)
+    except EngineBuildError:
+        if options.verbose:
+            print("TensorRT's log of the failed build:\n" + "\n".join(logger.log_lines), file=sys.stderr)
+        raise
     build_seconds = time.perf_counter() - start
     write_engine(output_path, serialized)
-    gpu_name, capability = device_facts()
     manifest = make_manifest(
         props, options, shapes, engine_plugins(model), tensorrt_version=trt.__version__, gpu_name=gpu_name,
         compute_capability=capability, onnx_sha256=_sha256(source), engine_bytes=len(serialized),
@@ -134,6 +143,23 @@ def build_engine(onnx_path: PathLike, output_path: PathLike, options: EngineOpti
     )
     write_manifest(output_path, manifest)
     return manifest
+
+
+def check_plugin_toolchain(compute_capability: str) -> str:
+    """Torch and a usable Triton for compiling the plugin kernels for ``compute_capability`` (``"8.7"``), checked
+    before TensorRT starts (a failure inside TensorRT's ``aot_impl`` callback would surface as a vague build error)
+    -> the Triton description. ImportError when torch or Triton is missing, EngineBuildError when this Triton's
+    private compiler API cannot be read."""
+    missing = [name for name in ("torch", "triton") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"PEM's TensorRT plugins compile their kernels with Triton (and pem.kernels imports torch) "
+                          f"while the engine is built; missing: {', '.join(missing)}. Install them with "
+                          "pip install -e \".[trt-plugins]\", or build without the plugins (--no-plugins)")
+    major, minor = compute_capability.split(".")
+    try:
+        return check_triton(int(major) * 10 + int(minor))
+    except TritonCompatibilityError as error:
+        raise EngineBuildError(str(error)) from None
 
 
 def check_precision(baked: str, precision: str, source: str) -> None:
@@ -228,6 +254,8 @@ def _build_serialized(trt: Any, logger: Any, model_bytes: bytes, source: Path, s
         raise EngineBuildError(format_parser_errors(str(source), [(e.node_name(), e.node_operator(), e.desc())
                                                                    for e in errors]))
     config = builder.create_builder_config()
+    if options.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
     if options.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     profile, needed = builder.create_optimization_profile(), False
@@ -244,35 +272,49 @@ def _build_serialized(trt: Any, logger: Any, model_bytes: bytes, source: Path, s
     if needed:
         config.add_optimization_profile(profile)
     if options.timing_cache is not None:
-        _load_timing_cache(config, Path(options.timing_cache))
+        load_timing_cache(config, Path(options.timing_cache))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         details = "\n  ".join(logger.errors[-5:]) or "no details from TensorRT"
         raise EngineBuildError(f"TensorRT could not build an engine from {source}:\n  {details}")
     if options.timing_cache is not None:
-        _save_timing_cache(config, Path(options.timing_cache))
+        save_timing_cache(config, Path(options.timing_cache))
     return bytes(serialized)
 
 
-def _load_timing_cache(config: Any, path: Path) -> None:
-    """Start from the cache file when it exists and fits this TensorRT/GPU, else from an empty cache."""
+def load_timing_cache(config: Any, path: Path) -> None:
+    """Start from the cache file when it exists and fits this TensorRT/GPU, else from an empty cache (with a
+    warning). ``config``: a ``trt.IBuilderConfig``. ``create_timing_cache`` may return None for a corrupt or foreign
+    file (NvInfer.h @v10.9.0:9876-9889 leaves it open); that counts as a mismatch too."""
     data = path.read_bytes() if path.is_file() else b""
-    if not config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False):
-        warnings.warn(f"{path} was written by another TensorRT version or GPU; starting a new timing cache",
-                      RuntimeWarning, stacklevel=3)
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        warnings.warn(f"{path} was written by another TensorRT version or GPU, or is damaged; starting a new timing "
+                      "cache", RuntimeWarning, stacklevel=3)
+        config.set_timing_cache(_fresh_timing_cache(config), ignore_mismatch=False)
 
 
-def _save_timing_cache(config: Any, path: Path) -> None:
+def save_timing_cache(config: Any, path: Path) -> None:
     """Write the build's timing cache, merged into the file's current entries (another build may have added
-    some meanwhile), atomically."""
+    some meanwhile), atomically. A file TensorRT cannot read (None from ``create_timing_cache``) or cannot merge
+    is replaced by this build's cache, with a warning."""
     cache = config.get_timing_cache()
     if path.is_file():
         merged = config.create_timing_cache(path.read_bytes())
-        if merged.combine(cache, ignore_mismatch=False):
+        if merged is not None and merged.combine(cache, ignore_mismatch=False):
             cache = merged
+        else:
+            warnings.warn(f"{path} could not be merged (another TensorRT version or GPU, or damaged); it is "
+                          "replaced by this build's timing cache", RuntimeWarning, stacklevel=3)
     data = bytes(cache.serialize())
     write_atomic(path, lambda handle: handle.write(data), ".cache")
+
+
+def _fresh_timing_cache(config: Any) -> Any:
+    cache = config.create_timing_cache(b"")
+    if cache is None:
+        raise EngineBuildError("TensorRT could not create an empty timing cache; build without --timing-cache")
+    return cache
 
 
 def _sha256(path: Path) -> str:

@@ -85,17 +85,21 @@ def device_facts(device: int = 0) -> tuple[str, str]:
     return name, f"{props.major}.{props.minor}"
 
 
-def make_logger(trt: Any, severity: Any = None) -> Any:
+def make_logger(trt: Any, severity: Any = None, keep_log: bool = False) -> Any:
     """A ``trt.ILogger`` printing messages at ``severity`` (default WARNING) and up and keeping the errors in
-    ``errors`` (for messages). Defined here so that importing this module needs no TensorRT."""
+    ``errors`` (for messages); with ``keep_log``, every message (VERBOSE included) in ``log_lines`` as
+    ``"LEVEL: message"`` (``--trt-verbose``). Defined here so that importing this module needs no TensorRT."""
 
     class CollectingLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.log_lines: list[str] = []
             self.threshold = severity if severity is not None else trt.ILogger.WARNING
 
         def log(self, level: Any, message: str) -> None:
+            if keep_log:
+                self.log_lines.append(f"{level.name}: {message}")
             if int(level) <= int(trt.ILogger.ERROR):
                 self.errors.append(message)
             if int(level) <= int(self.threshold):
@@ -281,6 +285,11 @@ class TensorRTBackend(Backend):
                 raise ValueError(f"{self.artifact}: TensorRT rejected the shape {shape} of input {name!r}")
             self._ensure(tensor, array.nbytes)
             np.copyto(self._host_view(name, shape), array)
+            if tensor.on_host:
+                # Re-pointed on every call, as Polygraphy's TrtRunner points shape tensors at each call's array
+                # (polygraphy 0.53.6 backend/trt/runner.py:366-419): NvInferRuntime.h (@v10.9.0:4446-4448) reads
+                # host shape values at enqueueV3 and does not promise getTensorShape sees an in-place change.
+                self._set_address(tensor)
             key.append((name, shape, array.tobytes() if tensor.on_host else b""))
         return tuple(key)
 
@@ -299,7 +308,8 @@ class TensorRTBackend(Backend):
         return outputs
 
     def _ensure(self, tensor: _Tensor, nbytes: int) -> None:
-        """Grow ``tensor``'s buffers to ``nbytes`` and (re)bind its address; a move drops the CUDA graphs."""
+        """Grow ``tensor``'s buffers to ``nbytes`` and (re)bind a moved device address; a move drops the CUDA
+        graphs. Host (shape-tensor) inputs are bound by :meth:`_bind_inputs` on every call."""
         buffer, cudart = tensor.buffer, self._cudart
         if nbytes > buffer.nbytes or not buffer.host:
             self._free(buffer)
@@ -308,9 +318,14 @@ class TensorRTBackend(Backend):
             buffer.device = 0 if tensor.on_host else cuda_call(cudart.cudaMalloc(size))
             buffer.nbytes = size
             self._drop_graphs()
-            address = buffer.host if tensor.on_host else buffer.device
-            if not self._context.set_tensor_address(tensor.name, address):
-                raise RuntimeError(f"{self.artifact}: TensorRT rejected the address of {tensor.name!r}")
+            if not tensor.on_host:
+                self._set_address(tensor)
+
+    def _set_address(self, tensor: _Tensor) -> None:
+        """Point TensorRT at ``tensor``'s buffer: pinned host memory for shape tensors, device memory otherwise."""
+        address = tensor.buffer.host if tensor.on_host else tensor.buffer.device
+        if not self._context.set_tensor_address(tensor.name, address):
+            raise RuntimeError(f"{self.artifact}: TensorRT rejected the address of {tensor.name!r}")
 
     def _host_view(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """The pinned host staging area of ``name`` as an array of ``shape``."""

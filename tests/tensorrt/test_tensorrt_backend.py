@@ -133,3 +133,40 @@ def test_foreign_engine_is_refused_with_reasons(engines: dict[str, Path], tmp_pa
     engine.write_bytes(b"\0" * original.engine_bytes)  # right size, garbage content
     with pytest.raises(ArtifactError, match="could not deserialize"):
         TensorRTBackend(engine)
+
+
+class RecordingContext:
+    """An execution-context stand-in recording ``set_input_shape``/``set_tensor_address`` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.calls.append(("shape", name, shape))
+        return True
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        self.calls.append(("address", name, address))
+        return True
+
+
+def test_host_shape_input_is_repointed_on_every_infer() -> None:
+    """``orig_size`` (a shape tensor TensorRT reads from host memory) gets ``set_tensor_address`` on every call,
+    with the new values in place, as Polygraphy's runner does; buffers already large enough, so no CUDA call."""
+    from pem.runtime.backends.tensorrt import _Buffer, _SharedEngine, _Tensor
+
+    staging = np.zeros(4, np.int64)
+    address = staging.ctypes.data
+    backend = TensorRTBackend.__new__(TensorRTBackend)
+    backend.artifact = "model.engine"
+    backend._context, backend._cudart = RecordingContext(), None  # no CUDA call may happen
+    backend._shared = _SharedEngine(None, None, None, manifest())
+    backend._tensors = {"orig_size": _Tensor("orig_size", np.dtype(np.int64), True, True,
+                                             _Buffer(0, address, staging.nbytes))}
+    keys = []
+    for size in ([480, 640], [720, 1280]):
+        backend._context.calls.clear()
+        keys.append(backend._bind_inputs({"orig_size": np.array(size, np.int64)}))
+        assert backend._context.calls == [("shape", "orig_size", (2,)), ("address", "orig_size", address)]
+        assert staging[:2].tolist() == size
+    assert keys[0] != keys[1]  # another CUDA graph per original size

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import tensorrt as trt
 import tensorrt.plugin as trtp
 
-from pem.export.tensorrt.plugins import DEFORM_CONV2D_PLUGIN, PROTOTYPE_GATHER_PLUGIN
+from pem.export.tensorrt.plugins import DEFORM_CONV2D_PLUGIN, PROTOTYPE_GATHER_PLUGIN, kernel_dtype
 from pem.export.tensorrt.plugins.ptx import KernelPTX, deform_conv2d_ptx, driver_ptx_version, prototype_gather_ptx
 from pem.runtime.backends.tensorrt import cuda_call, device_facts, import_cudart
 
@@ -38,7 +38,9 @@ def prototype_gather_launch(memory: trtp.TensorDesc, queries: trtp.TensorDesc, m
     if num_heads < 1 or channels % num_heads:
         raise ValueError(f"{PROTOTYPE_GATHER_PLUGIN}: {channels} channels do not split into {num_heads} heads")
     head_dim = channels // num_heads
-    kernel = prototype_gather_ptx(_dtype(memory, PROTOTYPE_GATHER_PLUGIN), _arch(), head_dim, _ptx_version())
+    dtype = kernel_dtype(PROTOTYPE_GATHER_PLUGIN, {"memory": memory, "queries": queries, "mask_logits": mask_logits},
+                         _TRITON_DTYPES)
+    kernel = prototype_gather_ptx(dtype, _arch(), head_dim, _ptx_version())
     batch, tokens, num_queries = memory.shape_expr[0], memory.shape_expr[1], queries.shape_expr[1]
     grid = (batch * num_heads, trtp.cdiv(num_queries, kernel.constants["BLOCK_Q"]), 1)
     return _launch(kernel, grid, [tokens, num_queries, num_heads, head_dim])
@@ -63,7 +65,8 @@ def deform_conv2d_launch(input: trtp.TensorDesc, offset: trtp.TensorDesc, mask: 
     dilation (pads begin == end, as the rewrite checked)."""
     what = f"the weight shape of {DEFORM_CONV2D_PLUGIN}"
     kh, kw, out_channels = (_constant(weight_taps.shape_expr[i], what) for i in range(3))
-    kernel = deform_conv2d_ptx(_dtype(input, DEFORM_CONV2D_PLUGIN), _arch(), (kh, kw), out_channels, _ptx_version())
+    dtype = kernel_dtype(DEFORM_CONV2D_PLUGIN, {"input": input, "offset": offset, "mask": mask}, _TRITON_DTYPES)
+    kernel = deform_conv2d_ptx(dtype, _arch(), (kh, kw), out_channels, _ptx_version())
     batch, in_channels, height, width = (input.shape_expr[i] for i in range(4))
     out_height, out_width = offset.shape_expr[2], offset.shape_expr[3]
     grid = (trtp.cdiv(out_height * out_width, kernel.constants["BLOCK_P"]),
@@ -90,13 +93,6 @@ def _constant(expr: trtp.ShapeExpr, what: str) -> int:
     if expr.is_fake or not expr.is_constant:
         raise ValueError(f"{what} must be fixed when the engine is built")
     return int(expr.constant_value())
-
-
-def _dtype(desc: trtp.TensorDesc, plugin: str) -> str:
-    dtype = _TRITON_DTYPES.get(desc.dtype)
-    if dtype is None:
-        raise ValueError(f"{plugin} runs on float32, float16 or bfloat16 tensors, not {desc.dtype}")
-    return dtype
 
 
 def _arch() -> int:
