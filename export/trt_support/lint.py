@@ -15,6 +15,7 @@ from pem.export.trt_support.onnx_graph import (
     tensor_types,
     typed_function_body,
 )
+from pem.export.trt_support.parser_rules import GraphView, check_parser_rules
 from pem.export.trt_support.report import Finding, LintReport, worst
 from pem.export.trt_support.rules import CHECKS, NodeView, checked_dtypes, precision_warnings
 from pem.export.trt_support.tables import ParserFacts, TableChoice, choose_table, load_parser_facts
@@ -41,8 +42,23 @@ def lint_model(model: str | os.PathLike[str] | onnx.ModelProto, trt_version: str
     report = LintReport(name, format_version(requested), choice.table.label, dict(choice.table.source), choice.note)
     linter = _Linter(proto, choice, load_parser_facts(), frozenset(plugins), report.findings)
     linter.check_model()
-    linter.lint_nodes(list(proto.graph.node), tensor_types(proto), constant_values(proto.graph), "", ())
+    types, constants = tensor_types(proto), constant_values(proto.graph)
+    linter.lint_nodes(list(proto.graph.node), types, constants, "", ())
+    if choice.how == "newer":
+        _soften_table_findings(report.findings, choice.table.label)
+    for rule, violation in check_parser_rules(GraphView(proto, types, constants), requested):
+        report.findings.append(Finding(violation.node, violation.op_type, violation.domain, "parser",
+                                       violation.severity, [f"{rule.name}: {violation.message}"],
+                                       restriction=rule.source))
     return report
+
+
+def _soften_table_findings(findings: list[Finding], table: str) -> None:
+    """Operator-list errors become warnings for a TensorRT newer than the newest table (it may parse more)."""
+    for finding in findings:
+        if finding.severity == "error" and finding.status in ("unsupported", "restricted"):
+            finding.severity = "warning"
+            finding.messages.append(f"a warning only: this TensorRT is newer than the {table} table")
 
 
 class _Linter:

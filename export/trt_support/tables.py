@@ -68,6 +68,9 @@ class TableChoice:
         if self.how == "nearest_below":
             return (f"TensorRT {requested}: no stored table for {requested}; using {used}, the nearest stored "
                     f"release below it ({self.table.source_text()})")
+        if self.how == "newer":
+            return (f"TensorRT {requested}: newer than the newest stored table; using {used} "
+                    f"({self.table.source_text()}); operator-list findings are warnings, parser rules stay errors")
         return (f"TensorRT {requested}: no stored table at or below {requested}; using {used}, the oldest stored "
                 f"release ({self.table.source_text()}); operators added after {requested} are judged by "
                 "parser_facts.json only")
@@ -108,13 +111,19 @@ def load_table(version: Version) -> OperatorTable:
 
 
 def choose_table(requested: Version) -> TableChoice:
-    """The nearest stored table at or below ``requested``, else the oldest stored one."""
+    """The nearest stored table at or below ``requested``, else the oldest stored one.
+
+    ``how``: ``exact``; ``nearest_below`` (a release between two stored tables); ``newer`` (a minor release past
+    the newest table: its operator list is not known); ``oldest_above`` (older than every table: not supported).
+    """
     versions = stored_versions()
     if not versions:
         raise FileNotFoundError(f"no operator tables stored in {DATA_DIR}")
     below = [version for version in versions if version <= requested]
     if not below:
         return TableChoice(requested, load_table(versions[0]), "oldest_above")
+    if requested > versions[-1]:
+        return TableChoice(requested, load_table(versions[-1]), "newer")
     how = "exact" if below[-1] == requested else "nearest_below"
     return TableChoice(requested, load_table(below[-1]), how)
 

@@ -13,8 +13,8 @@ STORED = [format_version(version) for version in stored_versions()]
 
 
 def _by_node(report: LintReport) -> dict[str, Finding]:
-    """Findings keyed by scoped node name."""
-    return {finding.where: finding for finding in report.findings}
+    """Table findings keyed by scoped node name (parser-rule findings are tested in test_parser_rules.py)."""
+    return {finding.where: finding for finding in report.findings if finding.status != "parser"}
 
 
 @pytest.mark.parametrize("version", STORED)
@@ -52,11 +52,24 @@ def test_deform_conv_before_10_1_is_an_error() -> None:
     assert "only from TensorRT 10.1" in finding.messages[0]
 
 
-def test_jetpack_10_3_uses_oldest_table_and_says_so() -> None:
-    report = lint_model(models.deform_conv(), "10.3")
-    assert report.table_version == "10.8" and "no stored table at or below 10.3" in report.table_note
-    assert _by_node(report)["dcn"].severity == "ok"
+def test_jetpack_10_3_uses_its_own_table() -> None:
+    report = lint_model(models.deform_conv(), "10.3.0.26")
+    assert report.table_version == "10.3" and report.table_note.startswith("TensorRT 10.3: table 10.3")
+    assert report.table_source["commit"].startswith("96e78110") and report.errors == report.warnings == 0
+
+
+def test_below_the_oldest_table_warns_at_model_level() -> None:
+    report = lint_model(models.deform_conv(), "10.2")
+    assert report.table_version == "10.3" and "no stored table at or below 10.2" in report.table_note
     assert [f.status for f in report.findings if f.severity == "warning"] == ["model"]
+
+
+def test_newer_than_newest_table_softens_op_list_findings_only() -> None:
+    report = lint_model(models.det(), "11.2")
+    finding = _by_node(report)["det"]
+    assert (finding.status, finding.severity) == ("unsupported", "warning")
+    assert "newer than the 10.15 table" in finding.messages[-1] and report.errors == 0
+    assert "operator-list findings are warnings" in report.table_note
 
 
 def test_unsupported_standard_op_is_an_error() -> None:
@@ -119,9 +132,9 @@ def test_custom_op_without_function_needs_its_plugin() -> None:
 
 
 def test_report_dict_and_text() -> None:
-    report = lint_model(models.det(), "11.2")
+    report = lint_model(models.det(), "10.14")
     data = report.to_dict()
-    assert data["trt_version_requested"] == "11.2" and data["table"]["version"] == "10.15"
+    assert data["trt_version_requested"] == "10.14" and data["table"]["version"] == "10.13"
     assert data["table"]["source"]["commit"] and "nearest stored release below" in data["table"]["note"]
     assert data["counts"] == {"errors": 1, "warnings": 0, "ok": 0}
     assert data["findings"][0]["op"] == "Det"

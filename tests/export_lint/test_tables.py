@@ -14,7 +14,7 @@ TABLE_FILES = sorted(DATA_DIR.glob("operators_*.json"))
 
 
 def test_expected_releases_are_stored() -> None:
-    assert {(10, 8), (10, 12), (10, 13), (10, 15)} <= set(stored_versions())
+    assert {(10, 3), (10, 8), (10, 12), (10, 13), (10, 15)} <= set(stored_versions())
 
 
 @pytest.mark.parametrize("path", TABLE_FILES, ids=lambda path: path.stem)
@@ -25,7 +25,9 @@ def test_table_loads_and_names_its_source(path: Path) -> None:
     assert source["repository"] == "onnx/onnx-tensorrt" and source["path"] == "docs/operators.md"
     assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", source["read_on"])
-    assert source["heading"].startswith(f"TensorRT {data['tensorrt']} supports operators")
+    # docs/operators.md kept the heading 'TensorRT 10.0' up to 10.7; the 10.3 table was read at 10.1-GA
+    heading_release = "10.0" if data["tensorrt"] == "10.3" else data["tensorrt"]
+    assert source["heading"].startswith(f"TensorRT {heading_release} supports operators")
     table = load_table(parse_version(data["tensorrt"]))
     assert len(table.operators) > 150 and table.opset_range[0] == 9
     assert table.operators["Conv"].supported and "FP32" in table.operators["Conv"].types
@@ -46,8 +48,11 @@ def test_parser_facts_have_sources() -> None:
 @pytest.mark.parametrize(("requested", "used", "how"), [
     ("10.15", (10, 15), "exact"),
     ("10.14", (10, 13), "nearest_below"),
-    ("11.2", (10, 15), "nearest_below"),
-    ("10.3.0.26", (10, 8), "oldest_above"),
+    ("11.2", (10, 15), "newer"),
+    ("10.16", (10, 15), "newer"),
+    ("10.3.0.26", (10, 3), "exact"),
+    ("10.7", (10, 3), "nearest_below"),
+    ("10.2", (10, 3), "oldest_above"),
 ])
 def test_version_maps_to_nearest_stored_table(requested: str, used: tuple[int, int], how: str) -> None:
     choice = choose_table(parse_version(requested))
@@ -59,3 +64,16 @@ def test_version_maps_to_nearest_stored_table(requested: str, used: tuple[int, i
 def test_bad_version_format(text: str) -> None:
     with pytest.raises(ValueError, match="unknown TensorRT version format"):
         parse_version(text)
+
+
+SUPPORTED = [(10, minor) for minor in range(3, stored_versions()[-1][1] + 1)]
+
+
+@pytest.mark.parametrize("version", SUPPORTED, ids=lambda version: f"{version[0]}.{version[1]}")
+def test_supported_releases_never_use_a_newer_table(version: tuple[int, int]) -> None:
+    """Every release from JetPack 6.2's 10.3 to the newest table is judged by its own table or an older one."""
+    choice = choose_table(version)
+    assert choice.how in ("exact", "nearest_below") and choice.table.version <= version
+    assert (choice.how == "exact") == (version in stored_versions())
+    if version == (10, 3):
+        assert choice.how == "exact"
