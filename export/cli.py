@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, read and updated")
     engine.add_argument("--no-plugins", action="store_true",
                         help="TensorRT's own DeformConv and the PrototypeGather ONNX function instead of our plugins")
+    engine.add_argument("--skip-lint", action="store_true",
+                        help="build without first linting the graph for the installed TensorRT (a warning says so; "
+                             "by default lint errors stop the build with exit 2)")
     return parser
 
 
@@ -152,6 +155,7 @@ def _run(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="pem-export-") as work:
             proto, report = apply_precision(fp32, request, Path(work), image)
             if args.format == "engine":
+                _lint_for_engine(proto, args.skip_lint)
                 onnx_path = Path(work) / "model.onnx"
                 onnx_path.write_bytes(proto.SerializeToString())
                 _build_engine(onnx_path, args, engine_options)
@@ -187,6 +191,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
                         ("--workspace", args.workspace), ("--timing-cache", args.timing_cache)) if value is not None]
         if engine_given or args.no_plugins:
             raise CliError(f"{', '.join(engine_given) or '--no-plugins'} only apply to --format engine")
+    if args.skip_lint and args.format != "engine":
+        raise CliError("--skip-lint only applies to --format engine")
     int8_options = {"--calib-data": args.calib_data, "--search-data": args.search_data}
     if args.precision != "int8":
         given = [name for name, value in int8_options.items() if value is not None]
@@ -213,6 +219,24 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
     except (ValueError, ImportError) as error:
         raise CliError(str(error)) from None
     return options
+
+
+def _lint_for_engine(proto: onnx.ModelProto, skip: bool, trt_version: str | None = None) -> None:
+    """Lint the graph for the installed TensorRT (``trt_version`` when given) before it parses it; errors print
+    the lint's table on stderr and stop with exit 2."""
+    from pem.export.trt_support.gate import LintRefusal, lint_before_build
+
+    if trt_version is None:
+        from pem.runtime.backends.tensorrt import import_tensorrt
+
+        trt_version = import_tensorrt().__version__
+    try:
+        lint_before_build(proto, trt_version, skip=skip)
+    except LintRefusal as refusal:
+        print(refusal.report.to_text(), file=sys.stderr)
+        raise CliError(str(refusal)) from None
+    except ValueError as error:
+        raise CliError(f"cannot lint for TensorRT {trt_version}: {error}") from None
 
 
 def _build_engine(onnx_path: Path, args: argparse.Namespace, options: EngineOptions) -> None:
