@@ -10,6 +10,7 @@ The artifact is one of our checkpoints (``pem-train``/``pem-convert`` output, wh
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pem.graph_cache import CapturedGraph, GraphCache
 from pem.runtime.backends.base import Backend, TensorInfo
 from pem.runtime.contract import INPUT_IMAGE, INPUT_IMAGE_FLOAT, INPUT_ORIG_SIZE, OUTPUTS
 
@@ -50,18 +52,24 @@ class TorchBackend(Backend):
         artifact: checkpoint path or ``preset:NAME``.
         head: ``raw``, ``semantic`` or ``panoptic`` (as ``pem-export --head``).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``fp32``; ``fp16``/``bf16`` run under autocast (CUDA only). Outputs are float32 on the host.
-        channels_last: NHWC memory format for the convolutions (CUDA).
+        precision: ``fp32``; ``fp16`` (CUDA) and ``bf16`` (CUDA and CPU) run under autocast with the model's own
+            FP32 regions (``pem.modeling.precision``). Outputs are float32 on the host.
+        channels_last: NHWC memory format for the convolutions (the input stays NCHW-contiguous: the weights'
+            format decides the convolutions' layout).
         cuda_graph: capture the whole forward once per input shape and replay it (CUDA; no host synchronisation
-            inside the forward). The original size is part of the captured shape.
+            inside the forward). The original size is part of the captured shape; at most ``max_graphs`` graphs
+            are kept (least recently used dropped), all in one memory pool; calls are serialised by a lock.
         input_layout: ``uint8_nhwc`` or ``float_nchw``.
+
+    On ``cuda:N`` every call runs with N as the current device (Triton launches, graph capture, events and
+    streams follow the current device, not the tensors').
     """
 
     name = "torch"
 
     def __init__(self, artifact: str | Path, providers: Sequence[Any] | None = None, head: str = "panoptic",
                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
-                 cuda_graph: bool = False, input_layout: str = "uint8_nhwc") -> None:
+                 cuda_graph: bool = False, input_layout: str = "uint8_nhwc", max_graphs: int = 4) -> None:
         super().__init__(str(artifact))
         from pem.export.metadata import graph_metadata
         from pem.export.wrapper import ExportWrapper
@@ -69,8 +77,10 @@ class TorchBackend(Backend):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
-        if self.device.type != "cuda" and (precision != "fp32" or cuda_graph):
-            raise ValueError("fp16/bf16 and CUDA graphs need a CUDA device; use precision fp32 on the CPU")
+        if self.device.type != "cuda" and (precision == "fp16" or cuda_graph):
+            raise ValueError("fp16 and CUDA graphs need a CUDA device; use precision fp32 or bf16 on the CPU")
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         model = load_model(artifact).to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -87,7 +97,8 @@ class TorchBackend(Backend):
         shapes = {"batch": "dynamic", "height": "dynamic", "width": "dynamic"}
         self._metadata = graph_metadata(model.config, head, input_layout, shapes, opset=0)
         self._metadata["pem.precision"] = precision
-        self._graphs: dict[tuple, tuple[Any, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self._graphs = GraphCache(max_graphs)
+        self._pool: Any = None  # one CUDA graph memory pool shared by every capture (created at the first)
 
     @property
     def description(self) -> str:
@@ -95,8 +106,16 @@ class TorchBackend(Backend):
         mode = "CUDA graph" if self.cuda_graph else "eager"
         return f"torch {torch.__version__} {self.precision} {mode} [{where}]"
 
+    def _on_device(self) -> contextlib.AbstractContextManager[Any]:
+        """``torch.cuda.device(N)`` for ``cuda:N`` (a no-op context on the CPU)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
     @torch.inference_mode()
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._on_device():
+            return self._infer_on_device(feed)
+
+    def _infer_on_device(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = self.device.type == "cuda"
         start = time.perf_counter()
         image = torch.from_numpy(np.array(feed[self._inputs[0].name])).to(self.device, non_blocking=True)
@@ -104,34 +123,37 @@ class TorchBackend(Backend):
         if cuda:
             torch.cuda.synchronize(self.device)
         h2d = (time.perf_counter() - start) * 1e3
+        timings: dict[str, float] = {"h2d_ms": h2d}
+
+        def read(outputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+            if cuda:
+                end.record()
+                end.synchronize()
+                timings["compute_ms"] = begin.elapsed_time(end)
+            else:
+                timings["compute_ms"] = (time.perf_counter() - begin_wall) * 1e3
+            start = time.perf_counter()
+            values = {info.name: self._to_host(tensor, info.name) for info, tensor in zip(self._outputs, outputs)}
+            timings["d2h_ms"] = (time.perf_counter() - start) * 1e3
+            return values
+
+        begin_wall = time.perf_counter()
         if cuda:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
-            outputs = self._run(image, orig_size)
-            end.record()
-            end.synchronize()
-            compute = begin.elapsed_time(end)
+        if self.cuda_graph:
+            key = (tuple(image.shape), image.dtype, None if orig_size is None else tuple(orig_size.tolist()))
+            values = self._graphs.run(key, (image,), lambda: self._capture(image, orig_size), read)
         else:
-            start = time.perf_counter()
-            outputs = self._run(image, orig_size)
-            compute = (time.perf_counter() - start) * 1e3
-        start = time.perf_counter()
-        values = {info.name: tensor.float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
-                  for info, tensor in zip(self._outputs, outputs)}
-        values = {name: value.astype(_OUTPUT_DTYPES[name], copy=False) for name, value in values.items()}
-        self.last_timings = {"h2d_ms": h2d, "compute_ms": compute, "d2h_ms": (time.perf_counter() - start) * 1e3}
+            values = read(self._forward(image, orig_size))
+        self.last_timings = timings
         return values
 
-    def _run(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        if not self.cuda_graph:
-            return self._forward(image, orig_size)
-        key = (tuple(image.shape), image.dtype, None if orig_size is None else tuple(orig_size.tolist()))
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(image, orig_size)
-        graph, static_image, static_outputs = self._graphs[key]
-        static_image.copy_(image)
-        graph.replay()
-        return static_outputs
+    @staticmethod
+    def _to_host(tensor: torch.Tensor, name: str) -> np.ndarray:
+        """A copy on the host in the contract's dtype (float outputs as float32)."""
+        value = tensor.float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
+        return value.astype(_OUTPUT_DTYPES[name], copy=False)
 
     def _forward(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         if self.dtype == torch.float32:
@@ -139,8 +161,17 @@ class TorchBackend(Backend):
         with torch.autocast(self.device.type, dtype=self.dtype):
             return self.wrapper(image, orig_size)
 
-    def _capture(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[Any, torch.Tensor, tuple]:
-        """Warm up on a side stream, then capture one forward into a CUDA graph with static input/outputs."""
+    def _capture(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> CapturedGraph:
+        """Warm up on a side stream, then capture one forward into a CUDA graph with static input/outputs.
+
+        Every capture shares one pool (``torch.cuda.graph_pool_handle()``; torch 2.14 torch/cuda/graphs.py
+        ``graph(pool=...)``, docs notes/cuda.rst "Sharing memory across captures"). That is safe here: replays never
+        overlap (``GraphCache``'s lock), each graph's outputs stay referenced while it is cached (so no later
+        capture allocates over them) and are copied to the host right after replay, and the static image lives
+        outside the pool.
+        """
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         static_image = image.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -149,9 +180,9 @@ class TorchBackend(Backend):
                 self._forward(static_image, orig_size)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool):
             static_outputs = self._forward(static_image, orig_size)
-        return graph, static_image, static_outputs
+        return CapturedGraph(graph.replay, (static_image,), tuple(static_outputs))
 
     def _close_impl(self) -> None:
         self._graphs.clear()

@@ -6,13 +6,14 @@
 * ``panoptic_pixel_stage_torch``: the per-pixel stage of panoptic fusion in torch, on any device.
 
 The ``*_fast`` dispatchers run the Triton kernels on CUDA tensors when triton imports and ``PEM_DISABLE_TRITON``
-is not ``1`` (and no gradient is needed, nothing is traced), else the references. Triton is imported lazily
-(``triton_available()``); the kernel sources are ``pem.kernels.prototype_gather_kernel`` and
+is not ``1`` (and no gradient is needed, nothing is traced), else the references; inside ``interpreted_on_cpu()``
+CPU tensors take the Triton path too, under Triton's interpreter (the CPU rehearsal of the GPU path). Triton is
+imported lazily (``triton_available()``); the kernel sources are ``pem.kernels.prototype_gather_kernel`` and
 ``pem.kernels.deform_conv_kernel``, which import triton themselves.
 """
 from __future__ import annotations
 
-from pem.kernels._runtime import DISABLE_TRITON_ENV, triton_available, use_triton
+from pem.kernels._runtime import DISABLE_TRITON_ENV, interpreted_on_cpu, triton_available, use_triton
 from pem.kernels.deform_conv import deform_conv2d_fast, deform_conv2d_triton
 from pem.kernels.panoptic import PixelStage, panoptic_pixel_stage_torch
 from pem.kernels.prototype_gather import prototype_gather_fast, prototype_gather_triton
@@ -22,6 +23,7 @@ __all__ = [
     "PixelStage",
     "deform_conv2d_fast",
     "deform_conv2d_triton",
+    "interpreted_on_cpu",
     "panoptic_pixel_stage_torch",
     "prototype_gather_fast",
     "prototype_gather_triton",

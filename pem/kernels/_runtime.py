@@ -4,9 +4,12 @@ Triton is imported lazily and silently: nothing here imports it until ``triton_a
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -14,6 +17,8 @@ import torch
 DISABLE_TRITON_ENV = "PEM_DISABLE_TRITON"
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+_CPU_INTERPRETER = contextvars.ContextVar("pem_kernels_cpu_interpreter", default=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,14 +43,29 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
 
 
+@contextlib.contextmanager
+def interpreted_on_cpu() -> Iterator[None]:
+    """Inside the block the dispatchers also send CPU tensors to the Triton kernels, which run under Triton's
+    interpreter: the CPU rehearsal of the GPU dispatch (slow; for tests). Needs ``TRITON_INTERPRET=1`` set before
+    triton was imported (RuntimeError otherwise)."""
+    if os.environ.get("TRITON_INTERPRET") != "1" or not triton_available():
+        raise RuntimeError("interpreted_on_cpu needs triton and TRITON_INTERPRET=1 set before triton is imported")
+    token = _CPU_INTERPRETER.set(True)
+    try:
+        yield
+    finally:
+        _CPU_INTERPRETER.reset(token)
+
+
 def use_triton(*tensors: torch.Tensor) -> bool:
     """Whether a dispatcher should launch the Triton kernel for ``tensors``.
 
-    Yes when every tensor is a CUDA tensor of a supported dtype (float16/bfloat16/float32), no gradient is
-    needed (the kernels have no backward), nothing is being traced, Triton imports and ``PEM_DISABLE_TRITON``
-    is not ``1``.
+    Yes when every tensor is a CUDA tensor (or a CPU tensor inside ``interpreted_on_cpu()``) of a supported dtype
+    (float16/bfloat16/float32), no gradient is needed (the kernels have no backward), nothing is being traced,
+    Triton imports and ``PEM_DISABLE_TRITON`` is not ``1``.
     """
-    if not all(t.is_cuda and t.dtype in SUPPORTED_DTYPES for t in tensors):
+    on_cpu = _CPU_INTERPRETER.get()
+    if not all((t.is_cuda or (on_cpu and t.device.type == "cpu")) and t.dtype in SUPPORTED_DTYPES for t in tensors):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False

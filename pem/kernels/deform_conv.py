@@ -6,12 +6,17 @@ a fused implicit GEMM: sampling coordinates, bilinear weights, blended samples a
 are all FP32 for float16/bfloat16/float32 inputs (the output has the input dtype), and no im2col buffer is
 written. It covers any kernel size, stride, padding, dilation, optional mask and bias, with groups = 1 and one
 offset group (what PEM uses: 3x3, stride 1, padding 1, mask, no bias). NaN offsets give unspecified results.
+
+Mixed dtypes (the model under autocast: float16/bfloat16 input, offset and mask with a float32 weight) are
+accepted by both paths and computed in FP32 (``pem.modeling.precision``): the kernel converts every load; the
+fallback runs ``pem.ops.deform_conv2d`` on float32 copies with autocast off. The output has the input's dtype.
 """
 from __future__ import annotations
 
 import torch
 
 from pem.kernels._runtime import SUPPORTED_DTYPES, cdiv, launcher, next_power_of_2, use_triton
+from pem.modeling.precision import full_precision
 from pem.ops.deform_conv import IntPair, as_pair, check_deform_arguments, deform_conv2d
 
 __all__ = ["deform_conv2d_fast", "deform_conv2d_triton"]
@@ -31,7 +36,8 @@ def deform_conv2d_triton(input: torch.Tensor, offset: torch.Tensor, weight: torc
     """The Triton kernel: input [B, Cin, H, W], offset [B, 2*kh*kw, Ho, Wo], weight [Cout, Cin, kh, kw],
     mask [B, kh*kw, Ho, Wo] or None, bias [Cout] or None -> [B, Cout, Ho, Wo] in the input dtype.
 
-    One float16/bfloat16/float32 dtype and device for all tensors; groups and offset groups must be 1. CUDA tensors
+    Each tensor float16, bfloat16 or float32 (dtypes may differ), one device; groups and offset groups must be 1.
+    CUDA tensors
     run the compiled kernel; CPU tensors run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before
     triton is imported; slow, for tests). Offsets inside one image use int32 (fewer than 2**31 elements per image
     and tensor). Requires triton. No autograd.
@@ -40,10 +46,11 @@ def deform_conv2d_triton(input: torch.Tensor, offset: torch.Tensor, weight: torc
 
     stride, padding, dilation = as_pair(stride, "stride"), as_pair(padding, "padding"), as_pair(dilation, "dilation")
     groups, offset_groups, out_h, out_w = check_deform_arguments(input, offset, weight, bias, stride, padding, dilation,
-                                                           mask)
-    if groups != 1 or offset_groups != 1 or input.dtype not in SUPPORTED_DTYPES:
+                                                           mask, same_dtype=False)
+    dtypes = [t.dtype for t in (input, offset, weight, bias, mask) if t is not None]
+    if groups != 1 or offset_groups != 1 or any(dtype not in SUPPORTED_DTYPES for dtype in dtypes):
         raise ValueError(f"deform_conv2d_triton: supports groups = offset_groups = 1 and float16/bfloat16/float32, "
-                         f"got groups={groups}, offset_groups={offset_groups}, {input.dtype}")
+                         f"got groups={groups}, offset_groups={offset_groups}, {sorted(map(str, set(dtypes)))}")
     batch, in_channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     out = torch.empty(batch, out_channels, out_h, out_w, dtype=input.dtype, device=input.device)
@@ -73,7 +80,8 @@ def deform_conv2d_fast(input: torch.Tensor, offset: torch.Tensor, weight: torch.
 
     The kernel runs for CUDA float16/bfloat16/float32 tensors with groups = offset groups = 1, without autograd,
     outside tracing/export, when triton imports and ``PEM_DISABLE_TRITON`` is not ``1``. The fallback is
-    torchvision's kernel or the pure-PyTorch reference, as ``pem.ops.deform_conv2d_backend()`` says.
+    torchvision's kernel or the pure-PyTorch reference, as ``pem.ops.deform_conv2d_backend()`` says, in FP32 when
+    any argument is float16/bfloat16 (mixed dtypes included); the output then has the input's dtype.
     """
     tensors = [t for t in (input, offset, weight, bias, mask) if t is not None]
     taps = weight.shape[2] * weight.shape[3] if weight.dim() == 4 else 0
@@ -81,4 +89,10 @@ def deform_conv2d_fast(input: torch.Tensor, offset: torch.Tensor, weight: torch.
         and offset.dim() == 4 and offset.shape[1] == 2 * taps
     if single_group and use_triton(*tensors):
         return deform_conv2d_triton(input, offset, weight, bias, stride, padding, dilation, mask)
-    return deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+    dtypes = {t.dtype for t in tensors}
+    if dtypes <= {torch.float32, torch.float64} or not dtypes <= set(SUPPORTED_DTYPES):
+        return deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+    with full_precision(input):
+        out = deform_conv2d(input.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
+                            stride, padding, dilation, None if mask is None else mask.float())
+    return out.to(input.dtype)

@@ -10,6 +10,7 @@ from torch import nn
 
 from pem.kernels import prototype_gather_fast as prototype_gather
 from pem.modeling.layers import make_norm
+from pem.modeling.precision import LayerNorm32, fp32, full_precision
 
 
 class PrototypeCrossAttention(nn.Module):
@@ -18,6 +19,8 @@ class PrototypeCrossAttention(nn.Module):
     1. memory + pos -> norm -> 3x3 depthwise conv -> tokens -> Linear; queries + query_pos -> LayerNorm -> Linear;
     2. both L2-normalized over all C channels; per-head similarity, masking, argmax, gather -> prototypes P;
     3. ``out = normalize_over_queries(proj(P * T)) * alpha + P``; ``final(out)`` is added to the input queries.
+
+    Under autocast the normalisation, similarity and argmax of step 2 run in FP32 (``pem.modeling.precision``).
     """
 
     def __init__(self, dim: int, num_heads: int, norm: str) -> None:
@@ -28,7 +31,7 @@ class PrototypeCrossAttention(nn.Module):
         self.memory_norm = make_norm(norm, dim)
         self.memory_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.memory_linear = nn.Linear(dim, dim)
-        self.query_norm = nn.LayerNorm(dim)
+        self.query_norm = LayerNorm32(dim)
         self.query_linear = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.alpha = nn.Parameter(torch.ones(1, 1, dim))
@@ -46,8 +49,9 @@ class PrototypeCrossAttention(nn.Module):
         memory = self.memory_conv(self.memory_norm(memory + pos))
         memory = self.memory_linear(memory.flatten(2).transpose(1, 2))  # B, N, C
         query = self.query_linear(self.query_norm(queries + query_pos))
-        memory = F.normalize(memory, dim=-1)
-        query = F.normalize(query, dim=-1)
-        prototypes = prototype_gather(memory, query, mask_logits, self.num_heads)
+        with full_precision(memory):
+            memory = F.normalize(fp32(memory), dim=-1)
+            query = F.normalize(fp32(query), dim=-1)
+            prototypes = prototype_gather(memory, query, mask_logits, self.num_heads)
         out = F.normalize(self.proj(prototypes * query), dim=1) * self.alpha + prototypes
         return queries + self.final(out)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pem.modeling.position_encoding import sine_position_encoding
+from pem.modeling.precision import LayerNorm32, fp32, full_precision
 from pem.modeling.prototype_attention import PrototypeCrossAttention
 
 
@@ -21,7 +22,10 @@ def _xavier_init(module: nn.Module) -> None:
 
 
 class SelfAttentionLayer(nn.Module):
-    """Pre-norm self-attention: LN, query_pos added to q and k (not v), multi-head attention, residual."""
+    """Pre-norm self-attention: LN, query_pos added to q and k (not v), multi-head attention, residual.
+
+    Under autocast it runs in FP32 (its softmax; Q tokens only, see ``pem.modeling.precision``).
+    """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -30,9 +34,11 @@ class SelfAttentionLayer(nn.Module):
         _xavier_init(self)
 
     def forward(self, queries: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        normed = self.norm(queries)
-        q = k = normed + query_pos
-        return queries + self.self_attn(q, k, normed, need_weights=False)[0]
+        with full_precision(queries):
+            queries, query_pos = fp32(queries), fp32(query_pos)
+            normed = self.norm(queries)
+            q = k = normed + query_pos
+            return queries + self.self_attn(q, k, normed, need_weights=False)[0]
 
 
 class FFNLayer(nn.Module):
@@ -42,7 +48,7 @@ class FFNLayer(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(dim, hidden)
         self.linear2 = nn.Linear(hidden, dim)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm32(dim)
         _xavier_init(self)
 
     def forward(self, queries: torch.Tensor) -> torch.Tensor:
@@ -66,7 +72,10 @@ class MLP(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """Shared head: LN, class logits [B, Q, K+1] and mask logits [B, Q, H/4, W/4] from the mask features."""
+    """Shared head: LN, class logits [B, Q, K+1] and mask logits [B, Q, H/4, W/4] from the mask features.
+
+    FP32 under autocast (``pem.modeling.precision``): its outputs are float32 whatever the features' dtype.
+    """
 
     def __init__(self, dim: int, num_classes: int, mask_dim: int) -> None:
         super().__init__()
@@ -85,6 +94,14 @@ class PredictionHead(nn.Module):
         commutes with the channel contraction and gives the same logits (to rounding) for a fraction of the work.
         Inference needs full-size masks from the last layer only.
         """
+        with full_precision(queries):
+            return self._predict(fp32(queries), fp32(mask_features), attn_size,
+                                 None if attn_features is None else fp32(attn_features))
+
+    def _predict(
+        self, queries: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int],
+        attn_features: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         normed = self.norm(queries)
         class_logits = self.class_embed(normed)
         embeddings = self.mask_embed(normed)

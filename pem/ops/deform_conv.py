@@ -48,8 +48,11 @@ def as_pair(value: IntPair, name: str) -> tuple[int, int]:
 
 def check_deform_arguments(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-                     mask: torch.Tensor | None) -> tuple[int, int, int, int]:
-    """Validate shapes, dtypes and devices; return ``(groups, offset_groups, Ho, Wo)``."""
+                     mask: torch.Tensor | None, same_dtype: bool = True) -> tuple[int, int, int, int]:
+    """Validate shapes, dtypes and devices; return ``(groups, offset_groups, Ho, Wo)``.
+
+    All tensors share the input's device, and its dtype unless ``same_dtype`` is False (then each must be floating).
+    """
     tensors = {"input": input, "offset": offset, "weight": weight, "mask": mask}
     for name, tensor in tensors.items():
         if tensor is not None and tensor.dim() != 4:
@@ -61,7 +64,8 @@ def check_deform_arguments(input: torch.Tensor, offset: torch.Tensor, weight: to
     if not input.is_floating_point():
         raise ValueError(f"deform_conv2d: input must be a floating-point tensor, got {input.dtype}")
     for name, tensor in present.items():
-        if tensor.dtype != input.dtype or tensor.device != input.device:
+        dtype_ok = tensor.dtype == input.dtype if same_dtype else tensor.is_floating_point()
+        if not dtype_ok or tensor.device != input.device:
             raise ValueError(f"deform_conv2d: {name} is {tensor.dtype} on {tensor.device} but input is "
                              f"{input.dtype} on {input.device}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:

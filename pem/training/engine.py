@@ -60,6 +60,23 @@ class TrainOptions:
     freeze_bn: bool = False
     on_error: str = "raise"
     device: str = "auto"
+    amp: str = "auto"
+
+
+AMP_CHOICES = ("auto", "off", "fp16", "bf16")
+
+
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype of a training run, None for FP32: ``auto`` is FP16 on CUDA and FP32 elsewhere, ``bf16``
+    runs on any device, ``fp16`` needs CUDA (its loss scaling is CUDA's GradScaler). The model keeps its own FP32
+    regions under autocast (``pem.modeling.precision``)."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"unknown amp {amp!r}; expected one of {', '.join(AMP_CHOICES)}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp fp16 needs a CUDA device, got {device}; use bf16 or off")
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
 
 
 @dataclass(frozen=True)
@@ -228,8 +245,8 @@ def train(options: TrainOptions) -> dict[str, Any]:
     ).to(device)
     optimizer = build_optimizer(model, config.train, base_lr)
     scheduler = build_scheduler(optimizer, max_steps, base_lr, config.train.end_lr)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast_dtype = amp_dtype(device, options.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     start_step = 0
     last = out / LAST_CHECKPOINT
     if options.resume and last.is_file():
@@ -283,7 +300,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
                 sync = micro == options.accumulate - 1 or world.world_size == 1
                 context = ddp_model.no_sync() if not sync else contextlib.nullcontext()
                 with context:
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                         outputs = ddp_model(images)
                     terms = criterion(outputs, targets, image_seeds=seeds)
                     total = criterion.weighted_total(terms) / options.accumulate

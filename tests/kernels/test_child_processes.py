@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INTERPRETER_TEST_FILES = ["tests/kernels/test_prototype_gather.py", "tests/kernels/test_deform_conv.py",
-                          "tests/kernels/test_plugin_adapters.py"]
+                          "tests/kernels/test_plugin_adapters.py", "tests/kernels/test_cpu_rehearsal.py"]
 
 
 def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -49,8 +49,13 @@ def test_raw_head_returns_model_outputs() -> None:
         backend.infer({"image": image[None]})
 
 
-def test_cpu_refuses_half_precision_and_graphs() -> None:
+def test_cpu_refuses_fp16_and_graphs_but_runs_bf16() -> None:
     with pytest.raises(ValueError, match="CUDA"):
         TorchBackend("preset:synthetic_panoptic_tiny", precision="fp16")
     with pytest.raises(ValueError, match="CUDA"):
         TorchBackend("preset:synthetic_panoptic_tiny", cuda_graph=True)
+    image = load_photo("coffee.png")[:64, :96]
+    with TorchBackend(FIXTURE, head="raw", precision="bf16", channels_last=True) as backend:
+        outputs = backend.infer({"image": image[None]})
+    assert outputs["pred_logits"].dtype == np.float32 and outputs["pred_masks"].shape == (1, 20, 16, 24)
+    assert np.isfinite(outputs["pred_masks"]).all()
