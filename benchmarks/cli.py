@@ -288,11 +288,21 @@ def _peak_device_mib(device: str) -> float | None:
         return None
     import torch
 
-    return torch.cuda.max_memory_allocated() / 2**20
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _reset_peak_device_memory(device: str) -> None:
+    """Start a run's peak from zero (``--compare`` runs share the process and its CUDA allocator)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats(device)
 
 
 def run_one(target: str, spec: RunSpec, args: argparse.Namespace, data: bytes, cache: Path) -> BenchRun:
     """Measure ``spec`` (and its accuracy with ``--accuracy``)."""
+    _reset_peak_device_memory(args.device)
     predictor = open_predictor(target, spec, args, cache)
     with predictor:
         step = predictor_step(predictor, data) if args.batch == 1 else batch_step(predictor, data, args.batch)

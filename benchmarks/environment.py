@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -19,6 +20,28 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _distribution(name: str) -> str | None:
+    """An installed distribution's version without importing it (None when absent)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def torch_settings() -> dict[str, Any]:
+    """The numerics switches a GPU timing depends on: TF32 for matmul and cuDNN, cuDNN benchmark/determinism."""
+    import torch
+
+    return {
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_version": torch.backends.cudnn.version(),
+    }
 
 
 def _version(module: str) -> str | None:
@@ -50,6 +73,7 @@ def environment() -> dict[str, Any]:
 
         torch_info["cuda"] = torch.version.cuda
         torch_info["threads"] = torch.get_num_threads()
+        torch_info["torch_settings"] = torch_settings()
         if torch.cuda.is_available():
             torch_info["device"] = torch.cuda.get_device_name()
     return {
@@ -60,6 +84,9 @@ def environment() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "onnxruntime": _version("onnxruntime"),
         "tensorrt": _version("tensorrt"),
+        "triton": _distribution("triton"),
+        "torchvision": _distribution("torchvision"),
+        "PEM_DISABLE_TRITON": os.environ.get("PEM_DISABLE_TRITON"),
         **torch_info,
         "gpus": gpu_info(),
     }
