@@ -7,6 +7,8 @@
                [--calib-data DIR] [--calib-method minmax|percentile|entropy] [--calib-images N] [--int8-target T]
                [--search-data DIR] [--accuracy-budget POINTS] [--search-images N] [--report OUT.json]
     pem-export --onnx FP32.onnx --precision fp16|int8 ... --output PATH      (torch-free: from an FP32 export)
+    pem-export ... --format engine [--verify] [--trt-verbose]   (--verify: the engine against ONNX Runtime first)
+    pem-export --trt-doctor      (TensorRT, CUDA, cuda-python, Triton, GPU, plugins, a tiny engine; exit 1 on a failure)
 
 Exit status: 0 written (and checked), 2 bad arguments or inputs, a failed export or a failed parity check; then one
 line on stderr says why and nothing is written to the output path.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pem.calibration.recipe import CALIBRATION_METHODS, INT8_TARGETS
 from pem.export.precision.apply import PRECISIONS
 from pem.export.precision.fp16 import DEFAULT_FP32_OPS, DEFAULT_FP32_SCOPES
+from pem.export.tensorrt.verify import TOLERANCE_HELP
 from pem.runtime.contract import HEADS
 from pem.runtime.errors import PemError
 from pem.runtime.sizes import parse_size
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from pem.export.precision.apply import PrecisionRequest
     from pem.export.tensorrt.engine_builder import EngineOptions
     from pem.modeling.pem_model import PEM
+    from pem.runtime.engine_manifest import EngineManifest
 
 INPUT_CHOICES = {"uint8": "uint8_nhwc", "float": "float_nchw"}
 DEFAULT_CHECK_IMAGE = "skimage:astronaut.png"
@@ -111,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--skip-lint", action="store_true",
                         help="build without first linting the graph for the installed TensorRT (a warning says so; "
                              "by default lint errors stop the build with exit 2)")
+    engine.add_argument("--verify", action="store_true",
+                        help="compare the engine with ONNX Runtime on the check image through Polygraphy before "
+                             f"writing it (exit 2 and nothing written when it fails). {TOLERANCE_HELP}")
+    engine.add_argument("--trt-verbose", action="store_true",
+                        help="keep TensorRT's verbose log and print it when parsing or building fails")
+    parser.add_argument("--trt-doctor", action="store_true",
+                        help="print TensorRT, CUDA driver/runtime, cuda-python, Triton, GPU, whether PEM's plugins "
+                             "register, then build and verify a tiny engine: one block for a bug report (exit 0: all "
+                             "passed, 1: a probe failed; needs no other option)")
     return parser
 
 
@@ -121,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     the TensorRT operator support of that release instead (``pem.export.trt_support``; exit 1 when it finds errors).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if "--trt-doctor" in arguments and "--help" not in arguments and "-h" not in arguments:
+        from pem.export.tensorrt.doctor import main as doctor_main
+
+        return doctor_main()
     if "--check" in arguments:
         from pem.export.trt_support.cli import main as check_main
 
@@ -189,8 +206,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.format != "engine":
         engine_given = [name for name, value in (("--shapes", args.shapes), ("--orig-sizes", args.orig_sizes),
                         ("--workspace", args.workspace), ("--timing-cache", args.timing_cache)) if value is not None]
-        if engine_given or args.no_plugins:
-            raise CliError(f"{', '.join(engine_given) or '--no-plugins'} only apply to --format engine")
+        engine_given += [name for name, value in (("--no-plugins", args.no_plugins), ("--verify", args.verify),
+                         ("--trt-verbose", args.trt_verbose)) if value]
+        if engine_given:
+            raise CliError(f"{', '.join(engine_given)} only apply to --format engine")
     if args.skip_lint and args.format != "engine":
         raise CliError("--skip-lint only applies to --format engine")
     int8_options = {"--calib-data": args.calib_data, "--search-data": args.search_data}
@@ -209,7 +228,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
     options = EngineOptions(
         precision=args.precision, shapes=args.shapes, orig_sizes=args.orig_sizes, workspace_mb=args.workspace,
         timing_cache=args.timing_cache, plugins=not args.no_plugins,
-        command=shlex.join(["pem-export", *args.argv]),
+        command=shlex.join(["pem-export", *args.argv]), verbose=args.trt_verbose,
     )
     from pem.runtime.backends.tensorrt import import_tensorrt
 
@@ -245,11 +264,36 @@ def _build_engine(onnx_path: Path, args: argparse.Namespace, options: EngineOpti
     from pem.runtime.metadata import ArtifactError
 
     start = time.perf_counter()
+    staged = onnx_path.with_suffix(".engine") if args.verify else args.output  # --verify: published after the check
     try:
-        manifest = build_engine(onnx_path, args.output, options)
+        manifest = build_engine(onnx_path, staged, options)
     except (EngineBuildError, ArtifactError, ValueError, ImportError) as error:
         raise CliError(str(error)) from None
     print(f"built the TensorRT {manifest.tensorrt_version} engine in {time.perf_counter() - start:.1f} s")
+    if args.verify:
+        _verify_and_publish(onnx_path, staged, args.output, _load_image(args.check_image), manifest)
+
+
+def _verify_and_publish(onnx_path: Path, staged: Path, output: Path, image: np.ndarray, manifest: EngineManifest,
+                        candidate: object | None = None) -> None:
+    """Compare the engine ``staged`` (or the Polygraphy runner ``candidate``) with ``onnx_path`` on ONNX Runtime on
+    ``image``; write the engine and its manifest to ``output`` only when it passes, else CliError (exit 2)."""
+    from pem.export.tensorrt.engine_builder import write_engine
+    from pem.export.tensorrt.verify import check_feed, onnxruntime_runner, tensorrt_runner, verify
+    from pem.runtime.engine_manifest import write_manifest
+
+    feed, geometry, metadata = check_feed(onnx_path, image, manifest)
+    try:
+        runner = candidate if candidate is not None else tensorrt_runner(staged, manifest)
+        report = verify(onnxruntime_runner(onnx_path), runner, feed, metadata, geometry, manifest.precision)
+    except Exception as error:  # Polygraphy reports a runner failure as PolygraphyException, TensorRT as RuntimeError
+        raise CliError(f"--verify could not run the engine ({type(error).__name__}: {error}); nothing written to "
+                       f"{output}") from None
+    print("\n".join(report.lines()))
+    if not report.passed:
+        raise CliError(f"--verify failed ({'; '.join(report.failures)}); nothing written to {output}")
+    write_engine(output, staged.read_bytes())
+    write_manifest(output, manifest)
 
 
 def _fp32_graph(args: argparse.Namespace, image: np.ndarray | None) -> onnx.ModelProto:
