@@ -109,7 +109,13 @@ def test_gpu_matches_reference_and_timing(compiled_triton: None, dtype: torch.dt
     else:
         torch.testing.assert_close(out.double(), exact, rtol=HALF_RTOL[dtype], atol=1e-4)
     assert torch.equal(_run(deform_conv2d_fast, tensors, padding=(1, 1)), out)
+    # torchvision's CUDA deformable conv has no BFloat16 kernel: deformable_im2col dispatches with
+    # AT_DISPATCH_FLOATING_TYPES_AND_HALF (pytorch/vision@0d7913da torchvision/csrc/ops/cuda/deform_conv2d_kernel.cu;
+    # the 0.29.1 CPU kernel raises "deformable_im2col" not implemented for 'BFloat16'), so pem.ops, which dispatches
+    # to it, is timed on float32 copies for bfloat16 (what deform_conv2d_fast's fallback computes in).
+    ops_tensors = {k: v.float() for k, v in tensors.items()} if dtype == torch.bfloat16 else tensors
     timings = {"triton": cuda_milliseconds(lambda: _run(deform_conv2d_triton, tensors, padding=(1, 1))),
                "reference": cuda_milliseconds(lambda: _run(deform_conv2d_reference, tensors, padding=(1, 1))),
-               "pem.ops": cuda_milliseconds(lambda: _run(deform_conv2d, tensors, padding=(1, 1)))}
+               "pem.ops" if dtype != torch.bfloat16 else "pem.ops (fp32)":
+                   cuda_milliseconds(lambda: _run(deform_conv2d, ops_tensors, padding=(1, 1)))}
     report("deform_conv2d", f"B=1 C=128->128 64x128 3x3 {dtype}", timings)
