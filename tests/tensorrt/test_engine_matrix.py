@@ -131,3 +131,26 @@ def test_trt_verbose_prints_the_log_of_a_failed_parse(tiny_onnx: Path, tmp_path:
         build_engine(broken, tmp_path / "broken.engine", EngineOptions(verbose=True, plugins=False))
     assert "TensorRT's log of the failed build:" in capsys.readouterr().err
     assert not (tmp_path / "broken.engine").exists()
+
+
+def test_manifest_refusals_on_a_built_engine(built: dict[tuple[str, bool], Path], tmp_path: Path) -> None:
+    """Another GPU model of the same architecture and a plugin that is neither compiled in nor registered: refused
+    with the reasons, before TensorRT deserializes anything; the engine without its manifest: refused too."""
+    from dataclasses import replace
+
+    from pem.export.tensorrt.engine_builder import write_engine
+    from pem.runtime.backends.tensorrt import TensorRTBackend
+    from pem.runtime.engine_manifest import PluginInfo, write_manifest
+    from pem.runtime.metadata import ArtifactError
+
+    source = built[("fp32", False)]
+    original = read_manifest(source)
+    engine = tmp_path / "copy.engine"
+    write_engine(engine, source.read_bytes())
+    with pytest.raises(ArtifactError, match="has no manifest"):
+        TensorRTBackend(engine)
+    changed = replace(original, gpu_name="Some Other GPU",
+                      plugins=(*original.plugins, PluginInfo("vendor::Missing", "1", False)))
+    write_manifest(engine, changed)
+    with pytest.raises(ArtifactError, match=r"cannot run here:[\s\S]*'Some Other GPU'[\s\S]*vendor::Missing"):
+        TensorRTBackend(engine)
