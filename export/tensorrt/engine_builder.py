@@ -254,7 +254,7 @@ def _build_serialized(trt: Any, logger: Any, model_bytes: bytes, source: Path, s
         raise EngineBuildError(format_parser_errors(str(source), [(e.node_name(), e.node_operator(), e.desc())
                                                                    for e in errors]))
     config = builder.create_builder_config()
-    if options.precision == "fp32":
+    if options.precision == "fp32":  # BuilderFlag.TF32 is "enabled by default" (NvInfer.h, BuilderFlag::kTF32)
         config.clear_flag(trt.BuilderFlag.TF32)
     if options.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
