@@ -34,7 +34,8 @@ def deform_conv2d_triton(input: torch.Tensor, offset: torch.Tensor, weight: torc
                          bias: torch.Tensor | None = None, stride: IntPair = (1, 1), padding: IntPair = (0, 0),
                          dilation: IntPair = (1, 1), mask: torch.Tensor | None = None) -> torch.Tensor:
     """The Triton kernel: input [B, Cin, H, W], offset [B, 2*kh*kw, Ho, Wo], weight [Cout, Cin, kh, kw],
-    mask [B, kh*kw, Ho, Wo] or None, bias [Cout] or None -> [B, Cout, Ho, Wo] in the input dtype.
+    mask [B, kh*kw, Ho, Wo] or None, bias [Cout] or None -> [B, Cout, Ho, Wo] in the input dtype, channels-last
+    when the input is (so the next layer needs no layout conversion), NCHW-contiguous otherwise.
 
     Each tensor float16, bfloat16 or float32 (dtypes may differ), one device; groups and offset groups must be 1.
     CUDA tensors
@@ -53,7 +54,9 @@ def deform_conv2d_triton(input: torch.Tensor, offset: torch.Tensor, weight: torc
                          f"got groups={groups}, offset_groups={offset_groups}, {sorted(map(str, set(dtypes)))}")
     batch, in_channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
-    out = torch.empty(batch, out_channels, out_h, out_w, dtype=input.dtype, device=input.device)
+    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+    out = torch.empty(batch, out_channels, out_h, out_w, dtype=input.dtype, device=input.device,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if out.numel() == 0:
         return out
     taps_weight = weight.detach().float().permute(2, 3, 0, 1).reshape(kh * kw, out_channels, in_channels).contiguous()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pem.benchmarks.agreement import matched_pixel_agreement
-from pem.kernels import deform_conv2d_fast, interpreted_on_cpu, use_triton
+from pem.kernels import deform_conv2d_fast, deform_conv2d_triton, interpreted_on_cpu, use_triton
 from pem.ops.deform_conv import deform_conv2d, deform_conv2d_reference
 from pem.runtime import Predictor
 from pem.torch_backend import TorchBackend
@@ -59,6 +59,15 @@ def test_mixed_dtypes_run_on_the_triton_kernel(interpreter: None, dtype: torch.d
     assert out.dtype == dtype
     expected = _deform(deform_conv2d_reference, {k: v.float() for k, v in tensors.items()})
     torch.testing.assert_close(out.float(), expected, rtol=INTERPRETER_RTOL[dtype], atol=1e-5)
+
+
+def test_channels_last_input_gives_channels_last_output(interpreter: None) -> None:
+    """The fast path's layout: a channels-last input (bf16) yields a channels-last output with the same values."""
+    tensors = _autocast_like(torch.bfloat16)
+    nchw = _deform(deform_conv2d_triton, tensors)
+    nhwc = _deform(deform_conv2d_triton, {**tensors, "input": tensors["input"].to(memory_format=torch.channels_last)})
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc)
 
 
 def test_model_bf16_forward_interpreted_kernels_small(interpreter: None) -> None:
