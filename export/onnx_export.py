@@ -103,6 +103,7 @@ def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
     attach_local_functions(proto)
     if options.simplify:
         proto = simplify(proto)
+    read_shapes_after_cast(proto)
     _name_dimensions(proto, IMAGE_INPUTS[options.input_layout], options.input_layout)
     props = graph_metadata(
         model.config, options.head, options.input_layout, options.shapes, options.opset,
@@ -111,6 +112,31 @@ def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
     write_metadata(proto, props)
     onnx.checker.check_model(proto)
     return proto
+
+
+def read_shapes_after_cast(proto: onnx.ModelProto) -> None:
+    """Point ``Shape``/``Size`` nodes that read a uint8 graph input at that input's ``Cast`` instead.
+
+    A graph of free size reads its sizes from the image (the exporter's symbolic dimensions); TensorRT's shape layer
+    takes no UINT8 tensor (TensorRT operators documentation, Shape: T1 has no uint8) and the lint reports it. The
+    cast has the input's shape, so the values are the same.
+    """
+    onnx = require("onnx")
+    nodes = proto.graph.node
+    for value in proto.graph.input:
+        if value.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+            continue
+        casts = [index for index, node in enumerate(nodes)
+                 if node.op_type == "Cast" and list(node.input) == [value.name]]
+        readers = [node for node in nodes if node.op_type in ("Shape", "Size") and node.input[0] == value.name]
+        if not casts or not readers:
+            continue
+        cast = onnx.NodeProto()
+        cast.CopyFrom(nodes[casts[0]])
+        del nodes[casts[0]]
+        nodes.insert(0, cast)  # it reads only the graph input: first keeps the order topological
+        for node in readers:
+            node.input[0] = cast.output[0]
 
 
 def name_nodes_by_scope(proto: onnx.ModelProto) -> None:
