@@ -56,19 +56,13 @@ class BenchError(PemError, ValueError):
 
 def photo_bytes(source: str | None, size: tuple[int, int]) -> bytes:
     """JPEG bytes (quality 95) of a real photograph resized to ``size`` (default: scikit-image's astronaut)."""
-    if source is None:
-        try:
-            from skimage.data import data_dir
-        except ImportError:
-            raise BenchError("no --image given and scikit-image (which ships the default photo) is missing") from None
-        source = str(Path(data_dir) / "astronaut.png")
-    try:
-        with Image.open(source) as image:
-            rgb = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-    except OSError as error:
-        raise BenchError(f"cannot read --image {source}: {error}") from None
+    from pem.runtime.images import read_image, resolve_image_source
+    from pem.runtime.preprocess import resize_to
+
+    path = resolve_image_source("skimage:astronaut.png" if source is None else source)
+    rgb = resize_to(read_image(path).image, size)
     buffer = io.BytesIO()
-    rgb.save(buffer, format="JPEG", quality=95)
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
 
 

@@ -33,14 +33,14 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB pixels of ``path``; CalibrationDataError names a corrupt or unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    """uint8 [H, W, 3] RGB pixels of ``path`` by ``pem.runtime.images.read_image`` (EXIF orientation applied, as
+    ``pem-predict`` reads it); CalibrationDataError names a corrupt or unreadable file."""
+    from pem.runtime.images import ImageReadError, read_image
 
     try:
-        with Image.open(path) as handle:
-            return np.asarray(handle.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise CalibrationDataError(f"cannot read calibration image {path}: {error}") from None
+        return read_image(path).image
+    except ImageReadError as error:
+        raise CalibrationDataError(f"cannot read calibration image {error}") from None
 
 
 def content_digest(path: str | Path) -> str:

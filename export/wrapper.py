@@ -108,6 +108,11 @@ class ExportWrapper(nn.Module):
             scores = torch.einsum("bqk,bqhw->bkhw", probs, masks)
         return scores.argmax(1)
 
+    def keep(self, scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """bool [B, Q]: the graph's twin of ``pem.runtime.fusion.keep_queries`` (label != K and score > threshold;
+        comparing a float tensor with a Python float rounds the threshold to the tensor's dtype, as numpy's does)."""
+        return (labels != num_classes) & (scores > self.object_mask_threshold)
+
     def panoptic(
         self,
         class_logits: torch.Tensor,
@@ -121,9 +126,8 @@ class ExportWrapper(nn.Module):
         Returns query_scores float [B, Q], query_labels int64 [B, Q] (K = void), winner int32 [B, H0, W0] (-1 =
         none), winner_area, mask_area, visible_area int64 [B, Q] (zero for queries not kept).
         """
-        num_void = class_logits.shape[2] - 1
         scores, labels = class_logits.softmax(-1).max(-1)
-        keep = (labels != num_void) & (scores > self.object_mask_threshold)
+        keep = self.keep(scores, labels, class_logits.shape[2] - 1)
         mask_logits = to_original_size(mask_logits, padded_size, image_size, output_size)
         winner, winner_area, mask_area, visible_area = panoptic_pixel_stage_torch(scores, keep, mask_logits)
         return scores, labels, winner, winner_area, mask_area, visible_area

@@ -1,42 +1,27 @@
 """``pem-demo``: the PyTorch model's forward pass and fusion on one photograph, with files to look at.
 
-Writes into ``--out``: ``panoptic.png`` (COCO-panoptic id2rgb) and ``panoptic.json`` (segments) for panoptic
-presets, ``semantic.png`` (class ids, 255 = none), ``overlay.png`` and ``timings.json``.
+Writes into ``--out`` the files ``pem-predict`` writes for one image, with the same savers: ``panoptic.png``
+(COCO-panoptic id2rgb) and ``panoptic.json`` (segments with dataset category ids) for panoptic presets,
+``semantic.png`` (palette PNG of class ids, 255 = none), ``overlay.png`` and ``timings.json``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from pem.runtime.coco_panoptic import write_atomic, write_json_atomic, write_panoptic_png
-from pem.runtime.visualize import colorize_panoptic, colorize_semantic, overlay
-
-
-def read_image(source: str) -> np.ndarray:
-    """A file path, or ``skimage:NAME`` for a photograph shipped with scikit-image -> [H, W, 3] uint8 RGB."""
-    if source.startswith("skimage:"):
-        try:
-            from skimage.data import data_dir
-        except ImportError:
-            raise ValueError("skimage: images need scikit-image (pip install scikit-image)") from None
-        source = str(Path(data_dir) / source.removeprefix("skimage:"))
-    try:
-        with Image.open(source) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise ValueError(f"image not found: {source}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read image {source}: {error}") from None
+from pem.runtime.coco_panoptic import write_json_atomic
+from pem.runtime.errors import PemError
+from pem.runtime.images import read_image, resolve_image_source
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
-    write_atomic(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"), ".png")
+def load_image(source: str) -> np.ndarray:
+    """A file path, or ``skimage:NAME`` for a photograph shipped with scikit-image -> [H, W, 3] uint8 RGB, read by
+    ``pem.runtime.images.read_image`` as ``pem-predict`` reads it."""
+    return read_image(resolve_image_source(source)).image
 
 
 def run(config_name: str, weights: str | None, image_source: str, out: Path) -> dict[str, float]:
@@ -44,31 +29,31 @@ def run(config_name: str, weights: str | None, image_source: str, out: Path) -> 
     import torch
 
     import pem
+    from pem.export.metadata import graph_metadata
     from pem.inference import predict
+    from pem.runtime.metadata import ArtifactMetadata
+    from pem.runtime.outputs import write_image
+    from pem.runtime.result import Result
 
-    image = read_image(image_source)
+    image = load_image(image_source)
     started = time.perf_counter()
     model = pem.build_model(config_name, weights).eval()
     built = time.perf_counter()
     torch.set_grad_enabled(False)
     prediction = predict(model, image)
     predicted = time.perf_counter()
-    config = model.config
-    colors = [c.color for c in config.categories]
-    out.mkdir(parents=True, exist_ok=True)
-    semantic = prediction.semantic.astype(np.uint8)
-    _save_png(out / "semantic.png", semantic)
-    if prediction.panoptic is not None:
-        panoptic = prediction.panoptic
-        write_panoptic_png(out / "panoptic.png", panoptic.panoptic)
-        segments = [dict(asdict(s), name=config.categories[s.category_id].name) for s in panoptic.segments]
-        write_json_atomic(out / "panoptic.json", {"file_name": "panoptic.png", "segments_info": segments})
-        colored = colorize_panoptic(panoptic.panoptic, panoptic.segments, colors)
-        _save_png(out / "overlay.png", overlay(image, colored, panoptic.panoptic))
-    else:
-        colored = colorize_semantic(semantic, colors)
-        _save_png(out / "overlay.png", overlay(image, colored, semantic.astype(np.int64) + 1))
     timings = {"build_model_ms": (built - started) * 1e3, "predict_ms": (predicted - built) * 1e3}
+    shapes = {"batch": "dynamic", "height": "dynamic", "width": "dynamic"}
+    meta = ArtifactMetadata.from_props(graph_metadata(model.config, "raw", "uint8_nhwc", shapes, opset=0),
+                                       f"preset:{model.config.name}")
+    fused = prediction.panoptic
+    result = Result(image, prediction.semantic, None if fused is None else fused.panoptic,
+                    [] if fused is None else fused.segments, meta, timings)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save_semantic(out / "semantic.png")
+    if fused is not None:
+        result.save_coco_panoptic(out, "panoptic.png")
+    write_image(out / "overlay.png", result.plot())
     write_json_atomic(out / "timings.json", {"image": image_source, "shape": list(image.shape), **timings})
     return timings
 
@@ -80,13 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="skimage:astronaut.png", help="image path or skimage:NAME")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     args = parser.parse_args(argv)
-    from pem.checkpoint import CheckpointError
-
     try:
         timings = run(args.config, args.weights, args.image, args.out)
-    except (ValueError, KeyError, CheckpointError) as error:
-        print(f"pem-demo: error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+    except PemError as error:  # expected failures only: a bug keeps its traceback
+        print(f"pem-demo: error: {error}", file=sys.stderr)
+        return error.exit_code
     print(f"wrote {', '.join(sorted(p.name for p in args.out.iterdir() if not p.name.startswith('.')))} to {args.out}")
     print(f"model build {timings['build_model_ms']:.0f} ms, predict {timings['predict_ms']:.0f} ms")
     return 0

@@ -3,7 +3,9 @@
 resize shortest edge (host, Pillow) -> model (normalize, pad to 32) -> mask logits bilinearly upsampled to the
 padded size, cropped, bilinearly resized to the original size -> fusion (``pem.runtime.fusion``, numpy).
 Semantic-only presets run semantic inference at the padded size and crop/resize the K-channel result instead,
-as the official code does.
+as the official code does. This is the one host form of the chain: :func:`postprocess` takes it from the model's
+outputs on (the parity check runs exported graphs' raw outputs through it); the export heads run it in the graph
+(``pem.export.wrapper``) and the runtime in numpy (``pem.runtime.postprocess``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pem.config import PEMConfig
 from pem.modeling.pem_model import PEM
 from pem.runtime.fusion import (
     InstanceOutput,
@@ -21,7 +24,7 @@ from pem.runtime.fusion import (
     panoptic_inference,
     semantic_inference,
 )
-from pem.runtime.preprocess import check_image, resize_shortest_edge
+from pem.runtime.preprocess import check_image, resize_to, shortest_edge_size
 
 
 @dataclass(frozen=True)
@@ -54,36 +57,77 @@ def to_original_size(
     return x if maps.dim() == 4 else x[0]
 
 
-@torch.no_grad()
-def predict(model: PEM, image: np.ndarray, instances: bool = False) -> Prediction:
-    """Run the official test-time chain on one [H, W, 3] uint8 RGB image (model in eval mode)."""
-    check_image(image)
-    config = model.config
-    output_size = image.shape[:2]
-    resized = resize_shortest_edge(image, config.test.min_size, config.test.max_size)
-    parameter = next(model.parameters())
-    images = torch.from_numpy(np.array(resized)).permute(2, 0, 1)[None].to(parameter)
-    outputs = model(images)
-    class_logits = outputs["pred_logits"][0]
+def input_size(config: PEMConfig, image_size: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) the official test-time resize gives an image of ``image_size`` = (H0, W0)."""
+    return shortest_edge_size(*image_size, config.test.min_size, config.test.max_size)
+
+
+def padded_size(config: PEMConfig, image_size: tuple[int, int]) -> tuple[int, int]:
+    """(h', w'): ``image_size`` rounded up to the preset's size divisibility (the model's zero padding)."""
     divisor = config.size_divisibility
-    image_size = resized.shape[:2]
-    padded_size = (-(-image_size[0] // divisor) * divisor, -(-image_size[1] // divisor) * divisor)
+    return -(-image_size[0] // divisor) * divisor, -(-image_size[1] // divisor) * divisor
+
+
+@torch.no_grad()
+def postprocess(
+    config: PEMConfig,
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    *,
+    panoptic: bool | None = None,
+    semantic: bool = True,
+    instances: bool = False,
+    thresholds: tuple[float, float] | None = None,
+) -> Prediction:
+    """The official chain from the model's outputs on: class logits [Q, K+1] and mask logits [Q, h'/4, w'/4] of an
+    image resized to ``image_size`` = (h, w) -> results at ``output_size`` = (H0, W0).
+
+    ``panoptic``: fuse panoptic segments (None: when the preset does). ``semantic`` False skips the semantic scores
+    (``semantic_prob`` and ``semantic`` are then empty arrays). ``thresholds`` = (object mask, overlap) of the
+    panoptic fusion; None takes the preset's.
+    """
+    if panoptic is None:
+        panoptic = config.test.panoptic_on
+    if thresholds is None:
+        thresholds = (config.test.object_mask_threshold, config.test.overlap_threshold)
+    padded = padded_size(config, image_size)
     logits_np = class_logits.float().cpu().numpy()
-    if config.test.panoptic_on or instances:
-        masks = to_original_size(outputs["pred_masks"][0], padded_size, image_size, output_size)
-        masks_np = masks.float().cpu().numpy()
+    masks_np = None
+    if config.test.panoptic_on or panoptic or instances:
+        masks_np = to_original_size(mask_logits, padded, image_size, output_size).float().cpu().numpy()
+    semantic_prob = np.zeros((0, 0, 0), dtype=np.float32)
+    if semantic and config.test.panoptic_on:
         semantic_prob = semantic_inference(logits_np, masks_np)
-    else:
-        upsampled = F.interpolate(outputs["pred_masks"], size=padded_size, mode="bilinear", align_corners=False)[0]
+    elif semantic:
+        upsampled = F.interpolate(mask_logits[None], size=padded, mode="bilinear", align_corners=False)[0]
         padded_prob = torch.from_numpy(semantic_inference(logits_np, upsampled.float().cpu().numpy()))
-        semantic_prob = to_original_size(padded_prob, padded_size, image_size, output_size).numpy()
-    panoptic = None
-    if config.test.panoptic_on:
-        panoptic = panoptic_inference(
-            logits_np, masks_np, config.thing_ids, config.test.object_mask_threshold, config.test.overlap_threshold
-        )
+        semantic_prob = to_original_size(padded_prob, padded, image_size, output_size).numpy()
+    fused = panoptic_inference(logits_np, masks_np, config.thing_ids, *thresholds) if panoptic else None
     instance_output = None
     if instances:
         thing_ids = config.thing_ids if config.test.panoptic_on else None
         instance_output = instance_inference(logits_np, masks_np, thing_ids)
-    return Prediction(semantic_prob, semantic_prob.argmax(axis=0), panoptic, instance_output)
+    labels = semantic_prob.argmax(axis=0) if semantic else np.zeros((0, 0), dtype=np.int64)
+    return Prediction(semantic_prob, labels, fused, instance_output)
+
+
+@torch.no_grad()
+def predict(
+    model: PEM, image: np.ndarray, instances: bool = False, size: tuple[int, int] | None = None
+) -> Prediction:
+    """Run the official test-time chain on one [H, W, 3] uint8 RGB image (model in eval mode).
+
+    The host resize is the preset's shortest-edge rule, or to exactly ``size`` = (h, w) when given (a graph of
+    fixed size is fed that way).
+    """
+    check_image(image)
+    config = model.config
+    output_size = image.shape[:2]
+    resized = resize_to(image, input_size(config, output_size) if size is None else size)
+    parameter = next(model.parameters())
+    images = torch.from_numpy(np.array(resized)).permute(2, 0, 1)[None].to(parameter)
+    outputs = model(images)
+    return postprocess(config, outputs["pred_logits"][0], outputs["pred_masks"][0], resized.shape[:2], output_size,
+                       instances=instances)

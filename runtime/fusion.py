@@ -26,6 +26,7 @@ __all__ = [
     "PanopticPixelStage",
     "Segment",
     "instance_inference",
+    "keep_queries",
     "panoptic_inference",
     "panoptic_pixel_stage",
     "panoptic_segments",
@@ -110,6 +111,19 @@ def query_scores(class_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(probs, labels[:, None], axis=-1)[:, 0], labels.astype(np.int64)
 
 
+def keep_queries(
+    scores: np.ndarray, labels: np.ndarray, num_classes: int, object_mask_threshold: float
+) -> np.ndarray:
+    """The official panoptic keep rule: scores float [Q], labels int [Q] in [0, K] (K = no object) -> keep bool [Q].
+
+    A query is kept when its label is not "no object" and ``score > object_mask_threshold``, the threshold rounded to
+    the score dtype first (torch compares a float32 tensor with a Python float in float32): a score equal to the
+    rounded threshold is dropped. The in-graph head (``pem.export.wrapper.ExportWrapper.keep``) mirrors this rule.
+    """
+    scores = np.asarray(scores)
+    return (np.asarray(labels) != num_classes) & (scores > scores.dtype.type(object_mask_threshold))
+
+
 def panoptic_pixel_stage(scores: np.ndarray, keep: np.ndarray, mask_logits: np.ndarray) -> PanopticPixelStage:
     """Scores [Q] float, keep [Q] bool, mask logits [Q, H, W] -> winner map and counts.
 
@@ -187,10 +201,9 @@ def panoptic_inference(
 ) -> PanopticOutput:
     """Class logits [Q, K+1], mask logits [Q, H, W] and the thing classes -> panoptic map and segments.
 
-    A query is kept if its label is not void and ``score > object_mask_threshold``, compared in the score dtype
-    (as torch compares a float32 tensor with a Python float)."""
+    Queries are kept by :func:`keep_queries`."""
     scores, labels = query_scores(class_logits)
-    keep = (labels != np.shape(class_logits)[-1] - 1) & (scores > scores.dtype.type(object_mask_threshold))
+    keep = keep_queries(scores, labels, np.shape(class_logits)[-1] - 1, object_mask_threshold)
     stage = panoptic_pixel_stage(scores, keep, mask_logits)
     lut, segments = panoptic_segments(
         scores, labels, keep, stage.winner_area, stage.mask_area, stage.visible_area, thing_ids, overlap_threshold

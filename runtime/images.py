@@ -4,10 +4,20 @@ EXIF orientation is applied. Other layouts are converted, and each conversion is
 (replicated to 3 channels), an alpha channel (dropped), 16-bit samples (scaled to 8 bits, ``round(v / 257)``;
 Pillow itself reduces 16-bit colour PNGs to their high bytes, which is reported too), other colour spaces (CMYK,
 YCbCr, ... converted by Pillow). Only the first frame of a multi-frame file is read. Every failure (missing file,
-not an image, truncated or corrupt data, empty image) is an :class:`ImageReadError` naming the file.
+not an image, truncated or corrupt data, empty image, too many pixels) is an :class:`ImageReadError` naming the file.
+
+This is the one way pixels come in: ``pem-predict``, ``pem-demo``, ``pem-eval`` and the datasets, INT8 calibration
+and its sensitivity search, the parity check and ``pem-bench`` all read files with :func:`read_image`.
+
+Decompression-bomb guard: an image of more than ``max_pixels`` pixels is refused before it is decoded. The limit is
+:data:`DEFAULT_MAX_PIXELS` (Pillow's own default, 89,478,485 pixels: a 9459 x 9459 image, about 256 MiB as RGB),
+or the ``PEM_MAX_IMAGE_PIXELS`` environment variable, or the ``max_pixels`` argument. Pillow's global limit is
+raised to a larger one asked for, so this guard is the one that applies.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +27,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pem.runtime.coco_panoptic import PathLike
 from pem.runtime.errors import PemError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageRead", "ImageReadError", "is_image_file", "read_image"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "ImageRead",
+    "ImageReadError",
+    "is_image_file",
+    "max_image_pixels",
+    "read_image",
+    "resolve_image_source",
+]
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (1024**3 // 4 // 3)
+MAX_PIXELS_ENV = "PEM_MAX_IMAGE_PIXELS"
 
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -35,6 +57,33 @@ class ImageRead:
 
     image: np.ndarray
     notes: list[str] = field(default_factory=list)
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of :func:`read_image`: ``PEM_MAX_IMAGE_PIXELS`` when set (a positive integer), else
+    :data:`DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageReadError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive number of pixels")
+    return value
+
+
+def resolve_image_source(spec: str) -> Path:
+    """``skimage:NAME`` (a photograph shipped with scikit-image, e.g. ``skimage:astronaut.png``) or a file path ->
+    the file's path."""
+    if not spec.startswith("skimage:"):
+        return Path(spec)
+    try:
+        from skimage.data import data_dir
+    except ImportError:
+        raise ImageReadError(f"{spec}: needs scikit-image (pip install scikit-image)") from None
+    return Path(data_dir) / spec.removeprefix("skimage:")
 
 
 def is_image_file(path: Path) -> bool:
@@ -78,12 +127,25 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(path: PathLike) -> ImageRead:
-    """Read ``path`` as uint8 [H, W, 3] RGB (module docstring for conversions and errors)."""
+def read_image(path: PathLike, max_pixels: int | None = None) -> ImageRead:
+    """Read ``path`` as uint8 [H, W, 3] RGB (module docstring for conversions, errors and the pixel limit;
+    ``max_pixels`` None takes :func:`max_image_pixels`)."""
     path = Path(path)
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
     notes: list[str] = []
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
+            pixels = opened.width * opened.height
+            if pixels > limit:
+                raise ImageReadError(
+                    f"{path}: {opened.height}x{opened.width} = {pixels:,} pixels is over the limit of {limit:,} "
+                    f"(a decompression-bomb guard; raise it with {MAX_PIXELS_ENV})"
+                )
             if ";16" in _raw_mode(opened) and opened.mode == "RGB":
                 notes.append("16-bit colour image reduced to 8 bits per channel")
             opened.load()
@@ -95,7 +157,11 @@ def read_image(path: PathLike) -> ImageRead:
         raise ImageReadError(f"{path}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: over the pixel limit ({exc})") from None
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: truncated or corrupt image ({exc})") from None
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageReadError(f"{path}: empty image of shape {array.shape}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pem.runtime.fusion import Segment, panoptic_inference, panoptic_segments, semantic_inference
+from pem.runtime.fusion import Segment, keep_queries, panoptic_inference, panoptic_segments, semantic_inference
 from pem.runtime.geometry import padded_size, resize_bilinear, resize_mask_logits
 from pem.runtime.metadata import ArtifactMetadata
 
@@ -76,7 +76,7 @@ def _panoptic(outputs: Mapping[str, np.ndarray], meta: ArtifactMetadata) -> Post
     map is each segment's class, ``VOID_LABEL`` on void."""
     scores = _float32_at_least(outputs["query_scores"][0])
     labels = np.asarray(outputs["query_labels"][0]).astype(np.int64)
-    keep = (labels != meta.num_classes) & (scores > scores.dtype.type(meta.object_mask_threshold))
+    keep = keep_queries(scores, labels, meta.num_classes, meta.object_mask_threshold)
     lut, segments = panoptic_segments(
         scores, labels, keep, outputs["winner_area"][0], outputs["mask_area"][0], outputs["visible_area"][0],
         meta.thing_ids, meta.overlap_threshold,

@@ -14,13 +14,12 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from pem.runtime.backends import Backend, open_backend
 from pem.runtime.contract import IMAGE_INPUTS, INPUT_IMAGE, INPUT_ORIG_SIZE, OUTPUTS
 from pem.runtime.metadata import ArtifactError, ArtifactMetadata
 from pem.runtime.postprocess import Geometry, postprocess
-from pem.runtime.preprocess import check_image, resize_shortest_edge, shortest_edge_size
+from pem.runtime.preprocess import check_image, resize_to, shortest_edge_size
 from pem.runtime.result import Result
 
 __all__ = ["Predictor"]
@@ -110,13 +109,9 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], Geometry]:
         """[H0, W0, 3] uint8 RGB -> the graph feed and the sizes the post-processing needs."""
-        meta = self.metadata
         height, width = image.shape[:2]
         target = self.resized_size(height, width)
-        if target == shortest_edge_size(height, width, meta.min_size, meta.max_size):
-            resized = resize_shortest_edge(image, meta.min_size, meta.max_size)
-        else:
-            resized = np.asarray(Image.fromarray(image).resize((target[1], target[0]), Image.BILINEAR))
+        resized = resize_to(image, target)
         if self._image_input == INPUT_IMAGE:
             tensor = np.ascontiguousarray(resized)[None]
         else:

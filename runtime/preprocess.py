@@ -29,7 +29,15 @@ def resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int) -> np.
     new_h, new_w = shortest_edge_size(height, width, min_size, max_size)
     if (new_h, new_w) == (height, width):
         return image
-    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return resize_to(image, (new_h, new_w))
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] uint8 RGB -> [h, w, 3] uint8 at ``size`` = (h, w) with Pillow bilinear (the one host resize of the
+    test-time chain; the image itself when the size is unchanged)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
 def check_image(image: np.ndarray) -> None:

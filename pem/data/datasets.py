@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
 from pem.config import PIXEL_MEAN, SIZE_DIVISIBILITY, Category, PEMConfig, load_categories
 from pem.runtime.coco_panoptic import PathLike, load_panoptic_json, read_panoptic_png
 from pem.runtime.errors import PemError
+from pem.runtime.images import ImageReadError
+from pem.runtime.images import read_image as runtime_read_image
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +50,12 @@ class DatasetError(PemError, ValueError):
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """An image file -> uint8 [H, W, 3] RGB, EXIF orientation applied (as detectron2 reads images)."""
+    """An image file -> uint8 [H, W, 3] RGB by ``pem.runtime.images.read_image`` (EXIF orientation applied, as
+    detectron2 reads images); its errors become DatasetErrors naming the file."""
     try:
-        with Image.open(path) as image:
-            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
-    except FileNotFoundError as exc:
-        raise DatasetError(f"image not found: {path}", path) from exc
-    except Exception as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}", path) from exc
+        return runtime_read_image(path).image
+    except ImageReadError as exc:
+        raise DatasetError(f"cannot read image {exc}", path) from None
 
 
 def read_label_png(path: PathLike) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pem.runtime.images import ImageReadError, read_image
+from pem.runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
 
 def test_rgb_is_read_as_is(tmp_path: Path) -> None:
@@ -71,3 +71,18 @@ def test_unreadable_files_are_named(tmp_path: Path) -> None:
         with pytest.raises(ImageReadError, match=message) as info:
             read_image(tmp_path / name)
         assert str(tmp_path / name) in str(info.value)
+
+
+def test_pixel_limit_guards_against_decompression_bombs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(path)
+    assert DEFAULT_MAX_PIXELS == 89_478_485  # Pillow's own default limit
+    with pytest.raises(ImageReadError, match=r"a.png: 20x30 = 600 pixels is over the limit of 599 .*PEM_MAX_IMAGE"):
+        read_image(path, max_pixels=599)
+    assert read_image(path, max_pixels=600).image.shape == (20, 30, 3)
+    monkeypatch.setenv("PEM_MAX_IMAGE_PIXELS", "100")
+    with pytest.raises(ImageReadError, match="over the limit of 100 "):
+        read_image(path)
+    monkeypatch.setenv("PEM_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ImageReadError, match="PEM_MAX_IMAGE_PIXELS='lots': expected a positive number"):
+        read_image(path)
