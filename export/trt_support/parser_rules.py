@@ -37,6 +37,7 @@ REFUSED_INPUT_TYPES: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {
     ("GatherElements", 0): (("UINT8",), "onnxOpImporters.cpp L1945-1947"),
     ("Gemm", 0): (("INT32", "INT64"), "onnxOpImporters.cpp L2011"),
     ("MatMul", 0): (("INT32", "INT64"), "onnxOpImporters.cpp L3409"),
+    ("Pad", 0): (("UINT8",), "onnxOpImporters.cpp L3786-3788"),
     ("Resize", 0): (("BOOL", "UINT8"), "onnxOpImporters.cpp L4389-4391"),
     ("Slice", 0): (("UINT8",), "onnxOpImporters.cpp L5285-5287"),
     ("ScatterElements", 0): (("UINT8",), "importerUtils.cpp L2039-2042 (addScatterLayer, reduction 'none')"),
@@ -48,7 +49,8 @@ REFUSED_INPUT_TYPES: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {
 }
 RESIZE_TRANSFORMS = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
 REDUCE_OPS = tuple(op for op, index in REFUSED_INPUT_TYPES if op.startswith("Reduce"))
-UNSQUEEZE_DYNAMIC_AXES = (10, 7)  # docs/Changelog.md 'TensorRT 10.7 GA': dynamic axes for Squeeze and Unsqueeze
+SQUEEZE_DYNAMIC_AXES = (10, 7)  # docs/Changelog.md 'TensorRT 10.7 GA': dynamic axes for Squeeze and Unsqueeze
+RANGE_TYPES = ("INT32", "INT64", "FP32")
 PLUGIN_STRING_ATTRIBUTES = ("plugin_version", "plugin_namespace")
 
 
@@ -196,6 +198,23 @@ def _constant_axes(ops: tuple[str, ...], message: str) -> Callable[[GraphView], 
     return check
 
 
+def _range_types(view: GraphView) -> list[Violation]:
+    found = []
+    for name, node in view.nodes():
+        if node.op_type != "Range" or node.domain not in STANDARD_DOMAINS:
+            continue
+        types = [view.dtype(tensor) for tensor in node.input[:3]]
+        if None in types:
+            continue
+        if len(set(types)) > 1:
+            found.append(Violation(name, node.op_type, node.domain, f"start, limit and delta are {', '.join(types)}; "
+                                   "they must have one type"))
+        elif types[0] not in RANGE_TYPES:
+            found.append(Violation(name, node.op_type, node.domain, f"Range of {types[0]}; only "
+                                   f"{', '.join(RANGE_TYPES)} are imported"))
+    return found
+
+
 def _plugin_attribute_types(view: GraphView) -> list[Violation]:
     onnx = require_onnx()
     found = []
@@ -225,11 +244,14 @@ RULES: tuple[ParserRule, ...] = (
     ParserRule("reduce_axes_initializer", f"{TAG} importerUtils.cpp L1465-1475 (reduceTensor: 'Axis input must be "
                "an initializer!'); the 10.8 and 10.15 tables still say '`axes` must be an initializer'",
                _constant_axes(REDUCE_OPS, "must be an initializer or a Constant (a build-time value)")),
-    ParserRule("unsqueeze_axes_constant", f"{TAG} onnxOpImporters.cpp L5886-5890 (Unsqueeze: 'Axes input for "
-               "unsqueeze operation should be a constant tensor'); lifted in 10.7 (docs/Changelog.md 'TensorRT 10.7 "
-               "GA': dynamic axes support for Squeeze and Unsqueeze)",
-               _constant_axes(("Unsqueeze",), "must be a build-time constant before TensorRT 10.7"),
-               until=UNSQUEEZE_DYNAMIC_AXES),
+    ParserRule("squeeze_axes_constant", f"{TAG} onnxOpImporters.cpp L5616-5619 (Squeeze: 'Squeeze axes input must "
+               "be an initializer!') and L5886-5890 (Unsqueeze: 'Axes input for unsqueeze operation should be a "
+               "constant tensor'); lifted in 10.7 (docs/Changelog.md 'TensorRT 10.7 GA': dynamic axes support for "
+               "Squeeze and Unsqueeze)",
+               _constant_axes(("Squeeze", "Unsqueeze"), "must be a build-time constant before TensorRT 10.7"),
+               until=SQUEEZE_DYNAMIC_AXES),
+    ParserRule("range_types", f"{TAG} onnxOpImporters.cpp L4180-4193 (Range: 'types for start, limit, and delta "
+               "must be identical'; 'only supports int32, int64, and float input types')", _range_types),
     ParserRule("plugin_attribute_types", f"{TAG} onnxOpImporters.cpp L6442-6443 (FallbackPluginImporter) and "
                f"OnnxAttrs.cpp L50-55 (get<std::string> returns the attribute's s field); {NEWEST} "
                "isNodeInPluginRegistry reads them the same way", _plugin_attribute_types),

@@ -83,16 +83,25 @@ def reduce_axes_initializer(bad: bool) -> onnx.ModelProto:
     return _model([node], inputs, [_value("y", F32, ["a", "b"])], initializers)
 
 
-def unsqueeze_axes_constant(bad: bool) -> onnx.ModelProto:
-    """Unsqueeze whose axes come from a graph input (bad before 10.7) or from a Constant node."""
-    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["y"], name="unsqueeze")]
-    inputs = [_value("x", F32, [2, 3])]
+def squeeze_axes_constant(bad: bool, op: str = "Unsqueeze") -> onnx.ModelProto:
+    """Unsqueeze (or Squeeze) whose axes come from a graph input (bad before 10.7) or from a Constant node."""
+    nodes = [helper.make_node(op, ["x", "axes"], ["y"], name="squeeze")]
+    inputs = [_value("x", F32, [1, 3])]
     if bad:
         inputs.append(_value("axes", TensorProto.INT64, [1]))
     else:
         value = numpy_helper.from_array(np.array([0], np.int64))
         nodes.insert(0, helper.make_node("Constant", [], ["axes"], name="axes", value=value))
-    return _model(nodes, inputs, [_value("y", F32, ["a", "b", "c"])])
+    rank = ["a", "b", "c"] if op == "Unsqueeze" else ["a"]
+    return _model(nodes, inputs, [_value("y", F32, rank)])
+
+
+def range_types(bad: bool) -> onnx.ModelProto:
+    """Range over FP16 scalars (not imported; ONNX's schema has no float16 either) or over FP32 ones."""
+    dtype = F16 if bad else F32
+    node = helper.make_node("Range", ["start", "limit", "delta"], ["y"], name="range")
+    inputs = [_value(name, dtype, []) for name in ("start", "limit", "delta")]
+    return _model([node], inputs, [_value("y", dtype, ["n"])], check=not bad)
 
 
 def plugin_attribute_types(bad: bool) -> onnx.ModelProto:
@@ -109,12 +118,13 @@ PLANTED: dict[str, Callable[[bool], onnx.ModelProto]] = {
     "deform_conv_uniform_float": deform_conv_uniform_float,
     "resize_coordinate_transform": resize_coordinate_transform,
     "reduce_axes_initializer": reduce_axes_initializer,
-    "unsqueeze_axes_constant": unsqueeze_axes_constant,
+    "squeeze_axes_constant": squeeze_axes_constant,
+    "range_types": range_types,
     "plugin_attribute_types": plugin_attribute_types,
 }
 EXPECTED_NODE = {"uint8_intermediate": "permute", "unconvertible_io_dtype": "x", "refused_input_type": "resize",
                  "deform_conv_uniform_float": "dcn", "resize_coordinate_transform": "resize",
-                 "reduce_axes_initializer": "reduce", "unsqueeze_axes_constant": "unsqueeze",
+                 "reduce_axes_initializer": "reduce", "squeeze_axes_constant": "squeeze", "range_types": "range",
                  "plugin_attribute_types": "plugin"}
 
 
@@ -131,7 +141,7 @@ def test_every_rule_has_a_planted_graph_and_a_source() -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("rule", [name for name in PLANTED if name != "unsqueeze_axes_constant"])
+@pytest.mark.parametrize("rule", [name for name in PLANTED if name != "squeeze_axes_constant"])
 def test_planted_graph_is_flagged_and_its_repair_is_not(rule: str, version: str) -> None:
     bad = lint_model(PLANTED[rule](True), version)
     assert _parser_findings(bad, rule) == [(EXPECTED_NODE[rule], "error")]
@@ -142,11 +152,19 @@ def test_planted_graph_is_flagged_and_its_repair_is_not(rule: str, version: str)
     assert not [f for f in good.findings if f.status == "parser"]
 
 
+@pytest.mark.parametrize("op", ["Squeeze", "Unsqueeze"])
 @pytest.mark.parametrize(("version", "flagged"), [("10.3", True), ("10.6", True), ("10.7", False), ("10.15", False)])
-def test_unsqueeze_axes_must_be_constant_before_10_7(version: str, flagged: bool) -> None:
-    report = lint_model(unsqueeze_axes_constant(True), version)
-    assert _parser_findings(report, "unsqueeze_axes_constant") == ([("unsqueeze", "error")] if flagged else [])
-    assert not _parser_findings(lint_model(unsqueeze_axes_constant(False), "10.3"), "unsqueeze_axes_constant")
+def test_squeeze_axes_must_be_constant_before_10_7(op: str, version: str, flagged: bool) -> None:
+    report = lint_model(squeeze_axes_constant(True, op), version)
+    assert _parser_findings(report, "squeeze_axes_constant") == ([("squeeze", "error")] if flagged else [])
+    assert not _parser_findings(lint_model(squeeze_axes_constant(False, op), "10.3"), "squeeze_axes_constant")
+
+
+def test_range_of_mixed_types_is_flagged() -> None:
+    node = helper.make_node("Range", ["start", "limit", "delta"], ["y"], name="range")
+    inputs = [_value("start", F32, []), _value("limit", TensorProto.INT64, []), _value("delta", F32, [])]
+    report = lint_model(_model([node], inputs, [_value("y", F32, ["n"])], check=False), "10.3")
+    assert _parser_findings(report, "range_types") == [("range", "error")]
 
 
 def test_uint8_constant_is_a_warning() -> None:
