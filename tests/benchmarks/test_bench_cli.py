@@ -34,8 +34,6 @@ def test_compare_two_backends_with_accuracy(tmp_path: Path, capsys: pytest.Captu
         assert 0 <= run["accuracy"]["PQ"] <= 100 and run["peak_host_mib"] > 0
     # the same trained weights through two backends: the same segmentation on these scenes
     assert ort_run["accuracy"]["PQ"] == pytest.approx(torch_run["accuracy"]["PQ"], abs=0.5)
-    assert report["ratios"][1]["accuracy_drop"]["PQ"] == pytest.approx(
-        torch_run["accuracy"]["PQ"] - ort_run["accuracy"]["PQ"])
     rows = list(csv.DictReader((tmp_path / "b.csv").open()))
     assert len(rows) == 14 and {r["stage"] for r in rows} >= {"compute", "end_to_end"}
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -42,13 +42,3 @@ def test_predictor_and_cli_without_torch(toy_dir: Path, tmp_path: Path) -> None:
         expected = predictor(quadrants()).panoptic
     np.testing.assert_array_equal(np.load(tmp_path / "panoptic.npy"), expected)
     assert (tmp_path / "cli" / "panoptic" / "a.png").is_file() and (tmp_path / "v.avi").is_file()
-
-
-def test_imports_stay_light() -> None:
-    """Importing the runtime, the predictor and the CLI loads neither torch nor onnxruntime, OpenCV or onnx."""
-    run_torch_free('''
-        import pem.runtime.cli
-        from pem.runtime import Predictor, Result
-        heavy = [m for m in ("onnxruntime", "cv2", "onnx") if m in sys.modules]
-        assert not heavy, heavy
-    ''')
