@@ -5,7 +5,8 @@ Arguments, offset layout (channel 2k = dy, 2k+1 = dx of row-major tap k) and res
 a fused implicit GEMM: sampling coordinates, bilinear weights, blended samples and the accumulation over Cin * kh * kw
 are all FP32 for float16/bfloat16/float32 inputs (the output has the input dtype), and no im2col buffer is
 written. It covers any kernel size, stride, padding, dilation, optional mask and bias, with groups = 1 and one
-offset group (what PEM uses: 3x3, stride 1, padding 1, mask, no bias). NaN offsets give unspecified results.
+offset group (what PEM uses: 3x3, stride 1, padding 1, mask, no bias). A NaN or infinite offset makes its tap
+contribute zero, as in ``pem.ops.deform_conv2d``.
 
 Mixed dtypes (the model under autocast: float16/bfloat16 input, offset and mask with a float32 weight) are
 accepted by both paths and computed in FP32 (``pem.modeling.precision``): the kernel converts every load; the

@@ -43,7 +43,11 @@ def deform_conv2d_kernel(
         dx = tl.load(offset_base + (2 * tap + 1) * stride_fc, mask=pixel_ok, other=0.0).to(tl.float32)
         y = (out_row * stride_h - pad_h + (tap // KW) * dil_h).to(tl.float32) + dy
         x = (out_col * stride_w - pad_w + (tap % KW) * dil_w).to(tl.float32) + dx
-        # Far-away samples are clamped to just outside the image, where all four neighbours are zero anyway.
+        # A NaN coordinate contributes zero, as the official kernel's bounds test gives; far-away (and infinite)
+        # samples are clamped to just outside the image, where all four neighbours are zero anyway.
+        sampled = (y == y) & (x == x)
+        y = tl.where(sampled, y, -2.0)
+        x = tl.where(sampled, x, -2.0)
         y = tl.minimum(tl.maximum(y, -2.0), height + 1.0)
         x = tl.minimum(tl.maximum(x, -2.0), width + 1.0)
         y_low = tl.floor(y)

@@ -19,6 +19,14 @@ Tap k = (i, j) of output pixel (ho, wo) samples the input at
 ``y = ho * stride_h - pad_h + i * dil_h + dy``, ``x = wo * stride_w - pad_w + j * dil_w + dx`` by bilinear
 interpolation of the four integer neighbours, a neighbour outside [0, H-1] x [0, W-1] counting as zero (so a
 sample with y <= -1, y >= H, x <= -1 or x >= W is zero).
+
+A non-finite offset (NaN, +-Inf: a diverged model) makes its tap contribute zero, as in the official CUDA kernel
+(detectron2's ``layers/csrc/deformable/deform_conv_cuda_kernel.cu``, ``modulated_deformable_im2col_gpu_kernel``,
+behind ``detectron2.layers.ModulatedDeformConv``), whose bounds test ``h_im > -1 && w_im > -1 && h_im < height &&
+w_im < width`` is false for a NaN or infinite coordinate. ``finite_offsets`` moves such samples outside the image
+before torchvision's kernel, which otherwise reads out of bounds on the CPU (a segmentation fault), and before the
+reference, where NaN * 0 would leak into the sum. ONNX Runtime's ``DeformConv`` already gives zero (tested), so
+exported graphs carry no extra op.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["deform_conv2d", "deform_conv2d_backend", "deform_conv2d_reference"]
+__all__ = ["deform_conv2d", "deform_conv2d_backend", "deform_conv2d_reference", "finite_offsets"]
 
 DISABLE_TORCHVISION_ENV = "PEM_DISABLE_TORCHVISION_DEFORM"
 
@@ -106,6 +114,18 @@ def check_deform_arguments(input: torch.Tensor, offset: torch.Tensor, weight: to
     return groups, offset_groups, out_h, out_w
 
 
+def finite_offsets(offset: torch.Tensor, height: int, width: int, kernel: tuple[int, int], padding: tuple[int, int],
+                   dilation: tuple[int, int]) -> torch.Tensor:
+    """``offset`` [B, 2*G*kh*kw, Ho, Wo] with every NaN/Inf replaced by a finite displacement that puts the sample
+    below and left of any input of size ``height`` x ``width`` (so its tap contributes zero, as a non-finite
+    coordinate does in the official CUDA kernel). Same shape and dtype; differentiable (zero gradient there); no
+    host synchronisation, so CUDA graphs can capture it. Left as is while exporting (ONNX DeformConv gives zero)."""
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        return offset
+    reach = max(height, width) + max(padding) + max(dilation) * max(kernel) + 2
+    return torch.where(torch.isfinite(offset), offset, offset.new_full((), -float(reach)))
+
+
 def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                             bias: torch.Tensor | None = None, stride: IntPair = (1, 1), padding: IntPair = (0, 0),
                             dilation: IntPair = (1, 1), mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,6 +145,7 @@ def deform_conv2d_reference(input: torch.Tensor, offset: torch.Tensor, weight: t
     out_channels, _, kh, kw = weight.shape
     taps, pixels = kh * kw, out_h * out_w
     dtype, device = input.dtype, input.device
+    offset = finite_offsets(offset, height, width, (kh, kw), padding, dilation)
 
     rows = torch.arange(kh, device=device, dtype=dtype)[:, None, None, None] * dilation[0]
     rows = rows + (torch.arange(out_h, device=device, dtype=dtype) * stride[0] - padding[0])[None, None, :, None]
@@ -201,5 +222,6 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     if deform_conv2d_backend() == "reference":
         return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
     check_deform_arguments(input, offset, weight, bias, stride, padding, dilation, mask)
+    offset = finite_offsets(offset, input.shape[2], input.shape[3], tuple(weight.shape[2:]), padding, dilation)
     kernel = _torchvision_deform_conv2d()
     return kernel(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
