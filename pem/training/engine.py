@@ -4,6 +4,12 @@ Data order is a pure function of (seed, step): the global sample stream is the c
 permutations, step s takes stream positions [s*B, (s+1)*B) and rank r takes every W-th of them. Augmentation and the
 loss's point sampling are seeded per stream position. So a resumed run continues exactly where it stopped, and W
 processes see the same global batch as one process (set ``freeze_bn`` to make BN statistics agree as well on CPU).
+
+A run cannot be lost: a non-empty run folder is refused unless the run resumes or overwrites it; SIGINT/SIGTERM
+stop at the next step boundary, save a resumable ``last.pth`` atomically and raise :class:`TrainingInterrupted`
+(exit 130); ``last.pth`` is also written every ``checkpoint_minutes``; a non-finite loss (or weights) stops the run
+with :class:`NonFiniteLossError`, keeping the last good checkpoint. Every save is a ``{"step", "checkpoint"}``
+record in ``log.jsonl``.
 """
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -23,9 +31,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pem.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, read_checkpoint, save_checkpoint
+from pem.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    load_checkpoint,
+    nonfinite_tensors,
+    read_checkpoint,
+    save_checkpoint,
+)
 from pem.config import PEMConfig, get_preset, short_side_choices
 from pem.modeling.pem_model import PEM
+from pem.runtime.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, PemError
 from pem.training.criterion import SetCriterion
 from pem.training.matcher import HungarianMatcher
 from pem.training.optim import build_optimizer, build_scheduler
@@ -33,6 +49,23 @@ from pem.training.optim import build_optimizer, build_scheduler
 LAST_CHECKPOINT = "last.pth"
 FINAL_WEIGHTS = "model_final.pth"
 LOG_FILE = "log.jsonl"
+RUN_FILES = (LAST_CHECKPOINT, FINAL_WEIGHTS, LOG_FILE)
+
+
+class TrainingError(PemError, ValueError):
+    """A run refused before it starts (run folder, resume checks, data); exit 2."""
+
+
+class NonFiniteLossError(PemError):
+    """The loss or the weights became NaN/Inf; the last good checkpoint is kept; exit 1."""
+
+    exit_code = EXIT_SOME_FAILED
+
+
+class TrainingInterrupted(PemError):
+    """SIGINT/SIGTERM stopped the run after saving a resumable checkpoint; exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclass
@@ -46,6 +79,9 @@ class TrainOptions:
     minutes: float | None = None
     stop_after: int | None = None
     resume: bool = False
+    resume_or_start: bool = False
+    overwrite: bool = False
+    force: bool = False
     batch_size: int | None = None
     lr: float | None = None
     accumulate: int = 1
@@ -56,6 +92,7 @@ class TrainOptions:
     crop: tuple[int, int] | None = None
     eval_every: int = 0
     checkpoint_every: int = 500
+    checkpoint_minutes: float | None = 5.0
     log_every: int = 10
     freeze_bn: bool = False
     on_error: str = "raise"
@@ -123,7 +160,10 @@ class AugmentedSamples(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> dict[str, Any]:
         from pem.data.transforms import TrainTransform
 
-        sample = self.dataset[stream_index(position, len(self.dataset), self.seed)]
+        try:
+            sample = self.dataset[stream_index(position, len(self.dataset), self.seed)]
+        except PemError as error:  # carried to the main process as data: a worker's traceback helps nobody
+            return {"error": str(error), "position": position}
         rng = np.random.default_rng(position_seed(self.seed, position))
         sample = TrainTransform(self.config, rng)(sample)
         sample["position"] = position
@@ -148,9 +188,13 @@ class StepPositions(torch.utils.data.Sampler):
 
 
 def _collate_with_positions(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """``pem.data.collate`` plus the stream positions (they seed the loss's point sampling)."""
+    """``pem.data.collate`` plus the stream positions (they seed the loss's point sampling); a sample that failed to
+    load makes the batch ``{"error": message}``."""
     from pem.data.datasets import collate
 
+    failed = [sample for sample in samples if "error" in sample]
+    if failed:
+        return {"error": failed[0]["error"]}
     batch = collate(samples)
     batch["positions"] = [sample["position"] for sample in samples]
     return batch
@@ -213,8 +257,88 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class StopSignals:
+    """SIGINT/SIGTERM turned into a flag read at step boundaries (installed only in the main thread).
+
+    The first signal sets ``received``; a second SIGINT raises KeyboardInterrupt at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_identity(config: PEMConfig, options: TrainOptions, batch_size: int) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues: preset, data folder, global batch, crop."""
+    return {"preset": config.name, "data": str(Path(options.data).resolve()),
+            "global_batch": batch_size * options.accumulate, "crop": list(config.train.crop_size)}
+
+
+def prepare_run_folder(out: Path, options: TrainOptions) -> bool:
+    """Check ``out`` against the resume options; returns whether to resume from ``out/last.pth``.
+
+    A non-empty folder needs ``resume``/``resume_or_start`` (continue) or ``overwrite`` (the run files are removed).
+    """
+    last = out / LAST_CHECKPOINT
+    holds = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if options.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return False
+    if options.resume or options.resume_or_start:
+        if last.is_file():
+            return True
+        if options.resume_or_start and not any(name in holds for name in RUN_FILES):
+            return False
+        what = "is empty" if not holds else "holds no last.pth"
+        hint = "; pass --resume-or-start to start a new run there" if not holds else (
+            "; pass --overwrite to start a new run there")
+        raise TrainingError(f"--resume: {out} {what}, nothing to resume{hint}")
+    if holds:
+        shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "")
+        raise TrainingError(f"{out} is not empty ({shown}): pass --resume to continue the run there or --overwrite "
+                            "to replace it")
+    return False
+
+
+def _check_resumable(state: dict[str, Any], path: Path, identity: dict[str, Any], force: bool) -> None:
+    """Refuse a weights-only file, or a run whose identity differs from this one's (unless ``force``)."""
+    missing = [key for key in ("optimizer", "scheduler", "scaler", "step") if key not in state]
+    if missing:
+        raise TrainingError(f"{path} holds weights only (no {', '.join(missing)}), not a resumable state; "
+                            f"start from its weights with --init {path}")
+    saved = state.get("run") or {"preset": state.get("preset")}
+    differ = [f"{key} {saved[key]!r} -> {identity[key]!r}" for key in identity
+              if key in saved and saved[key] != identity[key]]
+    if saved.get("preset") not in (None, identity["preset"]) and not force:
+        raise CheckpointError(f"{path} belongs to preset {saved['preset']!r}, not {identity['preset']!r}")
+    if differ and not force:
+        raise TrainingError(f"--resume: this run differs from the one in {path} ({'; '.join(differ)}); "
+                            "pass --force to resume anyway")
+
+
 def train(options: TrainOptions) -> dict[str, Any]:
-    """Train and return a summary (final step, last losses, paths)."""
+    """Train and return a summary (final step, last losses, paths).
+
+    Raises TrainingError (refused), NonFiniteLossError (stopped, last good checkpoint kept) or TrainingInterrupted
+    (stopped by a signal, resumable checkpoint saved).
+    """
     config = _with_crop(get_preset(options.config), options.crop)
     device = _device(options.device)
     if device.type == "cuda" and device.index is None:
@@ -224,6 +348,13 @@ def train(options: TrainOptions) -> dict[str, Any]:
     world = init_distributed(device)
     torch.manual_seed(options.seed)
     out = Path(options.out)
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--out {out} is a file, not a folder")
+    if world.is_main:
+        resuming = prepare_run_folder(out, options)
+    else:  # the main process checks (and, with overwrite, clears) the folder
+        resuming = (options.resume or options.resume_or_start) and not options.overwrite and (
+            out / LAST_CHECKPOINT).is_file()
     out.mkdir(parents=True, exist_ok=True)
     max_steps = options.max_steps or config.train.max_iter
     batch_size = options.batch_size or config.train.batch_size
@@ -231,13 +362,14 @@ def train(options: TrainOptions) -> dict[str, Any]:
     if per_rank * world.world_size != batch_size:
         raise ValueError(f"batch size {batch_size} is not divisible by {world.world_size} processes")
     base_lr = options.lr or config.train.base_lr
+    identity = run_identity(config, options, batch_size)
 
     from pem.data.datasets import build_dataset
 
-    dataset = build_dataset(config, options.data, "train", on_error=options.on_error)
     model = PEM(config)
     if options.init is not None:  # full model, or a backbone from pem-convert (ImageNet weights)
         load_checkpoint(model, options.init)
+    dataset = build_dataset(config, options.data, "train", on_error=options.on_error)
     model.to(device)
     criterion = SetCriterion(
         config.num_classes, HungarianMatcher(num_points=options.num_points or 12544),
@@ -249,10 +381,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     start_step = 0
     last = out / LAST_CHECKPOINT
-    if options.resume and last.is_file():
+    if resuming:
         state = read_checkpoint(last)
-        if state.get("preset") != config.name:
-            raise CheckpointError(f"{last} belongs to preset {state.get('preset')!r}, not {config.name!r}")
+        _check_resumable(state, last, identity, options.force)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -278,61 +409,86 @@ def train(options: TrainOptions) -> dict[str, Any]:
     progress = Progress(max_steps, start_step, options.log_every) if world.is_main else None
     log = (out / LOG_FILE).open("a") if world.is_main else None
     started = time.perf_counter()
+    saver = _Saver(last, model, optimizer, scheduler, scaler, config, options, identity, log, start_step)
     step = start_step
     losses: dict[str, float] = {}
-    try:
-        while step < max_steps:
-            if options.minutes is not None and time.perf_counter() - started > options.minutes * 60:
-                break
-            if options.stop_after is not None and step - start_step >= options.stop_after:
-                break
-            ddp_model.train()
-            if options.freeze_bn:
-                _freeze_batchnorm(ddp_model)
-            data_time, totals = 0.0, {}
-            for micro in range(options.accumulate):
-                fetch = time.perf_counter()
-                batch = next(batches)
-                data_time += time.perf_counter() - fetch
-                images = batch["images"].to(device, non_blocking=True)
-                targets = _move_targets(batch["targets"], device)
-                seeds = [position_seed(options.seed + 1, int(p)) for p in batch["positions"]]
-                sync = micro == options.accumulate - 1 or world.world_size == 1
-                context = ddp_model.no_sync() if not sync else contextlib.nullcontext()
-                with context:
-                    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        outputs = ddp_model(images)
-                    terms = criterion(outputs, targets, image_seeds=seeds)
-                    total = criterion.weighted_total(terms) / options.accumulate
-                    scaler.scale(total).backward()
-                for key, value in terms.items():
-                    totals[key] = totals.get(key, 0.0) + float(value.detach()) / options.accumulate
-                totals["total"] = totals.get("total", 0.0) + float(total.detach())
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            losses = _mean_over_processes(totals, device) if world.world_size > 1 else totals
+    with StopSignals() as signals:
+        try:
+            while step < max_steps:
+                if _any_process(signals.received is not None, world, device):  # only between steps: a forward
+                    break  # pass already updated the BN statistics, so a step is finished or not begun
+                if options.minutes is not None and time.perf_counter() - started > options.minutes * 60:
+                    break
+                if options.stop_after is not None and step - start_step >= options.stop_after:
+                    break
+                ddp_model.train()
+                if options.freeze_bn:
+                    _freeze_batchnorm(ddp_model)
+                data_time, totals = 0.0, {}
+                for micro in range(options.accumulate):
+                    fetch = time.perf_counter()
+                    try:
+                        batch = next(batches)
+                    except Exception:
+                        if signals.received is not None:  # a worker that the same Ctrl-C stopped: save the last
+                            raise _StopNow from None  # finished step (BN statistics may hold this one's batches)
+                        raise
+                    if "error" in batch:
+                        raise TrainingError(f"data error at step {step + 1}: {batch['error']}")
+                    data_time += time.perf_counter() - fetch
+                    images = batch["images"].to(device, non_blocking=True)
+                    targets = _move_targets(batch["targets"], device)
+                    seeds = [position_seed(options.seed + 1, int(p)) for p in batch["positions"]]
+                    sync = micro == options.accumulate - 1 or world.world_size == 1
+                    context = ddp_model.no_sync() if not sync else contextlib.nullcontext()
+                    with context:
+                        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                            outputs = ddp_model(images)
+                        terms = criterion(outputs, targets, image_seeds=seeds)
+                        total = criterion.weighted_total(terms) / options.accumulate
+                        scaler.scale(total).backward()
+                    for key, value in terms.items():
+                        totals[key] = totals.get(key, 0.0) + float(value.detach()) / options.accumulate
+                    totals["total"] = totals.get("total", 0.0) + float(total.detach())
+                if _any_process(not _finite_losses(totals), world, device):
+                    raise NonFiniteLossError(saver.diverged_message(step + 1, "the loss", totals))
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                step += 1
+                losses = _mean_over_processes(totals, device) if world.world_size > 1 else totals
+                if world.is_main:
+                    lr = max(group["lr"] for group in optimizer.param_groups)
+                    progress.update(step, losses["total"], lr)
+                    if step % options.log_every == 0 or step == max_steps:
+                        record = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "data_time": data_time,
+                                  "elapsed": time.perf_counter() - started, **losses}
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                    if step % options.checkpoint_every == 0:
+                        saver.save(step, "interval")
+                    elif saver.due():
+                        saver.save(step, "time")
+                    if options.eval_every and step % options.eval_every == 0:
+                        _periodic_eval(model, config, options, step, log)
+        except _StopNow:
+            pass
+        finally:
+            if progress is not None:
+                progress.close()
+        if signals.received is not None:
+            name = signal.Signals(signals.received).name
             if world.is_main:
-                lr = max(group["lr"] for group in optimizer.param_groups)
-                progress.update(step, losses["total"], lr)
-                if step % options.log_every == 0 or step == max_steps:
-                    record = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "data_time": data_time,
-                              "elapsed": time.perf_counter() - started, **losses}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                if step % options.checkpoint_every == 0:
-                    _save_state(last, model, optimizer, scheduler, scaler, step, config, options)
-                if options.eval_every and step % options.eval_every == 0:
-                    _periodic_eval(model, config, options, step, log)
-    finally:
-        if progress is not None:
-            progress.close()
+                saver.save(step, "interrupt")
+                log.close()
+            raise TrainingInterrupted(f"{name} at step {step}: resumable state saved to {last}; "
+                                      "continue with --resume")
     if world.is_main:
-        _save_state(last, model, optimizer, scheduler, scaler, step, config, options)
+        if saver.saved_step != step or not last.is_file():
+            saver.save(step, "final")
         save_checkpoint(out / FINAL_WEIGHTS, model.state_dict(), config.name, step=step)
         log.close()
     if world.world_size > 1:
@@ -340,14 +496,71 @@ def train(options: TrainOptions) -> dict[str, Any]:
     return {"step": step, "losses": losses, "checkpoint": str(last), "weights": str(out / FINAL_WEIGHTS)}
 
 
+def _finite_losses(totals: dict[str, float]) -> bool:
+    return all(math.isfinite(value) for value in totals.values())
+
+
+def _any_process(flag: bool, world: Distributed, device: torch.device) -> bool:
+    """True on every process when ``flag`` is true on any (so all leave the loop at the same step)."""
+    if world.world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value[0])
+
+
+class _StopNow(Exception):
+    """Leaves the training loop from inside a step after a stop signal broke the data loading."""
+
+
+class _Saver:
+    """Writes the resumable state atomically, by step interval, by time, on interrupt and at the end, and never
+    over a good checkpoint with non-finite weights."""
+
+    def __init__(self, path: Path, model: PEM, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 scaler: torch.amp.GradScaler, config: PEMConfig, options: TrainOptions, identity: dict[str, Any],
+                 log: Any, start_step: int) -> None:
+        self.path, self.model, self.optimizer, self.scheduler, self.scaler = path, model, optimizer, scheduler, scaler
+        self.config, self.options, self.identity, self.log = config, options, identity, log
+        self.saved_step: int | None = start_step if path.is_file() else None
+        self.saved_at = time.perf_counter()
+
+    def due(self) -> bool:
+        minutes = self.options.checkpoint_minutes
+        return bool(minutes) and time.perf_counter() - self.saved_at >= minutes * 60
+
+    def diverged_message(self, step: int, what: str, values: dict[str, float] | None = None) -> str:
+        detail = ""
+        if values:
+            bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+            detail = f" ({', '.join(bad[:3])})"
+        kept = (f"the last good checkpoint {self.path} (step {self.saved_step}) is kept"
+                if self.saved_step is not None else "no checkpoint had been saved yet")
+        return (f"{what} became non-finite at step {step}{detail}; training stopped, {kept}; "
+                "lower --lr or check the data")
+
+    def save(self, step: int, why: str) -> None:
+        """Save ``last.pth`` for ``step`` and log it; raises NonFiniteLossError instead when the weights are not
+        finite."""
+        bad = nonfinite_tensors(self.model.state_dict())
+        if bad:
+            raise NonFiniteLossError(self.diverged_message(step, f"the weights ({bad[0]} ...)"))
+        _save_state(self.path, self.model, self.optimizer, self.scheduler, self.scaler, step, self.config,
+                    self.options, self.identity)
+        self.saved_step, self.saved_at = step, time.perf_counter()
+        self.log.write(json.dumps({"step": step, "checkpoint": why}) + "\n")
+        self.log.flush()
+
+
 def _save_state(path: Path, model: PEM, optimizer: torch.optim.Optimizer, scheduler: Any,
-                scaler: torch.amp.GradScaler, step: int, config: PEMConfig, options: TrainOptions) -> None:
-    """Everything needed to resume, written atomically."""
+                scaler: torch.amp.GradScaler, step: int, config: PEMConfig, options: TrainOptions,
+                identity: dict[str, Any]) -> None:
+    """Everything needed to resume, written atomically; ``run`` is what a resume must match."""
     options_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
     atomic_torch_save(
         {"format": "pem-edge/1", "preset": config.name, "scope": "model", "model": model.state_dict(),
          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-         "step": step, "options": options_dict},
+         "step": step, "options": options_dict, "run": identity},
         path,
     )
 

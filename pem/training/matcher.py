@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -91,6 +92,8 @@ class HungarianMatcher(nn.Module):
                 continue
             cost = self.cost_matrix(pred_logits[b], pred_masks[b], target["labels"], target["masks"],
                                     image_generators[b])
-            rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            # a diverged model's NaN/Inf costs still get a matching (any), so its loss comes out non-finite and the
+            # training loop stops with a clear message instead of scipy's "invalid numeric entries"
+            rows, cols = linear_sum_assignment(np.nan_to_num(cost.cpu().numpy(), nan=1e30, posinf=1e30, neginf=-1e30))
             indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices
