@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     train_args = ["--config", "synthetic_panoptic_tiny", "--data", str(data), "--out", str(run),
                   "--max-steps", str(args.max_steps), "--minutes", str(args.minutes), "--batch-size",
                   str(args.batch_size), "--num-points", str(args.num_points), "--log-every", "10",
-                  "--checkpoint-every", "100"]
+                  "--checkpoint-every", "100", "--overwrite"]
     started = time.perf_counter()
     if train_main(train_args) != 0:
         return 1
