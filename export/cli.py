@@ -29,7 +29,7 @@ from pem.calibration.recipe import CALIBRATION_METHODS, INT8_TARGETS
 from pem.export.precision.apply import PRECISIONS
 from pem.export.precision.fp16 import DEFAULT_FP32_OPS, DEFAULT_FP32_SCOPES
 from pem.export.tensorrt.verify import TOLERANCE_HELP
-from pem.runtime.contract import HEADS
+from pem.runtime.contract import DEFAULT_FUSION_SIZE, FUSION_SIZES, HEADS
 from pem.runtime.errors import PemError
 from pem.runtime.sizes import parse_size
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--head", default="raw", choices=HEADS, help="graph outputs (default raw)")
     graph.add_argument("--imgsz", type=parse_size,
                        help="HxW input size of a static graph, example size of a dynamic one")
+    graph.add_argument("--fusion-size", default=DEFAULT_FUSION_SIZE, choices=FUSION_SIZES,
+                       help="resolution of the semantic/panoptic fusion: original (the official chain, exact, memory "
+                            "grows with the camera), input (the network's input, default), mask (1/4 of it)")
     graph.add_argument("--dynamic", action="store_true", help="free batch, height and width")
     graph.add_argument("--batch", type=int, default=1, help="batch size of a static graph (default 1)")
     graph.add_argument("--input", default="uint8", choices=sorted(INPUT_CHOICES),
@@ -310,6 +313,7 @@ def _fp32_graph(args: argparse.Namespace, image: np.ndarray | None) -> onnx.Mode
         head=args.head, imgsz=args.imgsz, dynamic=args.dynamic, batch=args.batch,
         input_layout=INPUT_CHOICES[args.input], opset=args.opset, simplify=not args.no_simplify,
         object_mask_threshold=args.object_mask_threshold, overlap_threshold=args.overlap_threshold,
+        fusion_size=args.fusion_size,
     )
     options.validate()
     model = _build_model(args.config, args.weights)

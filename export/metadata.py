@@ -10,8 +10,10 @@ from pem import __version__
 from pem.config import PEMConfig
 from pem.runtime.contract import (
     FORMAT,
+    FUSION_ORIGINAL,
     META_CLASSES,
     META_FORMAT,
+    META_FUSION_SIZE,
     META_HEAD,
     META_INPUT_LAYOUT,
     META_NORMALIZATION,
@@ -48,11 +50,13 @@ def graph_metadata(
     opset: int,
     object_mask_threshold: float | None = None,
     overlap_threshold: float | None = None,
+    fusion_size: str = FUSION_ORIGINAL,
 ) -> dict[str, str]:
     """The string metadata of a graph exported from ``config``.
 
     ``shapes`` is ``{"batch", "height", "width"}`` with ints or ``"dynamic"``. The thresholds (None = the
-    preset's) are stored in ``pem.test`` as the values the graph and the host use.
+    preset's) are stored in ``pem.test`` as the values the graph and the host use. ``fusion_size`` is one of
+    ``pem.runtime.contract.FUSION_SIZES``.
     """
     test = dataclasses.asdict(config.test)
     if object_mask_threshold is not None:
@@ -71,6 +75,7 @@ def graph_metadata(
         META_PRESET: config.name,
         META_HEAD: head,
         META_INPUT_LAYOUT: input_layout,
+        META_FUSION_SIZE: fusion_size,
         META_CLASSES: json.dumps(classes),
         META_TEST: json.dumps(test),
         META_NORMALIZATION: json.dumps(normalization),

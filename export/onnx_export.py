@@ -24,7 +24,17 @@ from pem.export.metadata import graph_metadata, write_metadata
 from pem.export.wrapper import ExportWrapper
 from pem.modeling.pem_model import PEM
 from pem.ops.deform_conv import deform_conv2d_backend
-from pem.runtime.contract import HEADS, IMAGE_INPUTS, INPUT_LAYOUTS, INPUT_ORIG_SIZE, OUTPUTS, SCOPE_SEPARATOR
+from pem.runtime.contract import (
+    DEFAULT_FUSION_SIZE,
+    FUSION_ORIGINAL,
+    FUSION_SIZES,
+    HEADS,
+    IMAGE_INPUTS,
+    INPUT_LAYOUTS,
+    INPUT_ORIG_SIZE,
+    OUTPUTS,
+    SCOPE_SEPARATOR,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -43,7 +53,9 @@ class ExportOptions:
     ``imgsz`` (h, w) is the input size of a static graph and the example size of a dynamic one; ``batch`` is the
     static batch size (a dynamic graph takes any). ``object_mask_threshold`` overrides the preset's panoptic keep
     threshold (baked into a panoptic graph) and ``overlap_threshold`` the host's overlap rule; both are stored in
-    the metadata. ``simplify`` runs onnxslim.
+    the metadata. ``simplify`` runs onnxslim. ``fusion_size`` (``pem.runtime.resolution``) is the resolution of the
+    semantic/panoptic heads' fusion, stored in the metadata (a raw graph records it for the host chain); only
+    ``original`` graphs take the ``orig_size`` input.
     """
 
     head: str = "raw"
@@ -55,6 +67,12 @@ class ExportOptions:
     simplify: bool = True
     object_mask_threshold: float | None = None
     overlap_threshold: float | None = None
+    fusion_size: str = DEFAULT_FUSION_SIZE
+
+    @property
+    def takes_orig_size(self) -> bool:
+        """True when the graph has the ``orig_size`` input (semantic/panoptic heads of fusion size ``original``)."""
+        return self.head != "raw" and self.fusion_size == FUSION_ORIGINAL
 
     def validate(self) -> None:
         """Raise ExportError for values that cannot be exported."""
@@ -62,6 +80,8 @@ class ExportOptions:
             raise ExportError(f"unknown head {self.head!r}; known heads: {', '.join(HEADS)}")
         if self.input_layout not in INPUT_LAYOUTS:
             raise ExportError(f"unknown input layout {self.input_layout!r}; known: {', '.join(INPUT_LAYOUTS)}")
+        if self.fusion_size not in FUSION_SIZES:
+            raise ExportError(f"unknown fusion size {self.fusion_size!r}; known: {', '.join(FUSION_SIZES)}")
         if self.opset < MIN_OPSET:
             raise ExportError(f"opset {self.opset} is too old: DeformConv needs opset >= {MIN_OPSET}")
         if self.batch < 1 or min(self.imgsz) < 1:
@@ -85,7 +105,8 @@ def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
     options.validate()
     _require_torchvision_deform_conv()
     model.eval()
-    wrapper = ExportWrapper(model, options.head, options.input_layout, options.object_mask_threshold)
+    wrapper = ExportWrapper(model, options.head, options.input_layout, options.object_mask_threshold,
+                            options.fusion_size)
     args, input_names, dynamic_shapes = _example_inputs(options)
     with _quiet(), torch.no_grad():
         program = torch.onnx.export(
@@ -107,7 +128,7 @@ def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
     _name_dimensions(proto, IMAGE_INPUTS[options.input_layout], options.input_layout)
     props = graph_metadata(
         model.config, options.head, options.input_layout, options.shapes, options.opset,
-        options.object_mask_threshold, options.overlap_threshold,
+        options.object_mask_threshold, options.overlap_threshold, options.fusion_size,
     )
     write_metadata(proto, props)
     onnx.checker.check_model(proto)
@@ -210,13 +231,13 @@ def _example_inputs(
     image_name = IMAGE_INPUTS[options.input_layout]
     args: tuple[torch.Tensor, ...] = (image,)
     names = [image_name]
-    if options.head != "raw":
+    if options.takes_orig_size:
         args += (torch.tensor([height, width], dtype=torch.int64),)
         names.append(INPUT_ORIG_SIZE)
     if not options.dynamic:
         return args, names, None
     dynamic_shapes: dict[str, dict[int, object] | None] = {"image": dict.fromkeys(free_axes, torch.export.Dim.DYNAMIC)}
-    if options.head != "raw":
+    if options.takes_orig_size:
         dynamic_shapes["orig_size"] = None
     return args, names, dynamic_shapes
 

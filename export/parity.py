@@ -1,5 +1,7 @@
 """Parity of an exported graph with the PyTorch reference chain, on a real photograph, with ONNX Runtime on CPU.
 
+Both sides run in the graph's fusion size (``pem.fusion_size``; the reference through ``pem.inference.postprocess``
+with the same setting, the graph's id maps resized to the original size by the runtime's host part).
 The host resizes the photograph as the runtime does (the preset's shortest-edge rule) or, for a graph with a fixed
 spatial size, to exactly that size. The reference is the official test-time chain, ``pem.inference.postprocess``,
 on the model's outputs for the same resized image. Reported: the relative L2 error of each raw output (``raw``
@@ -135,7 +137,7 @@ def check_parity(
 
     batch_nchw = torch.from_numpy(resized).permute(0, 3, 1, 2).float()
     feed = {IMAGE_INPUTS[layout]: resized if layout == "uint8_nhwc" else batch_nchw.numpy()}
-    if head != "raw":
+    if any(value.name == INPUT_ORIG_SIZE for value in session.get_inputs()):
         feed[INPUT_ORIG_SIZE] = np.array(original_size, dtype=np.int64)
     got = dict(zip(OUTPUTS[head], session.run(list(OUTPUTS[head]), feed)))
     model.eval()
@@ -147,7 +149,7 @@ def check_parity(
 
     def chain(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> Prediction:
         return postprocess(config, class_logits, mask_logits, size, original_size, panoptic=panoptic,
-                           semantic=head != "panoptic", thresholds=thresholds)
+                           semantic=head != "panoptic", thresholds=thresholds, fusion_size=meta.fusion_size)
 
     batch = range(len(images))
     references = [chain(outputs["pred_logits"][b], outputs["pred_masks"][b]) for b in batch]
@@ -158,12 +160,13 @@ def check_parity(
         exported = [chain(logits[b], masks[b]) for b in batch]
         semantic = [e.semantic for e in exported]
         panoptic_ids = [e.panoptic.panoptic for e in exported] if panoptic else None
-    elif head == "semantic":
-        semantic = list(got["semantic"])
     else:
         geometry = Geometry(tuple(original_size), tuple(size))
-        panoptic_ids = [host_postprocess({k: v[b : b + 1] for k, v in got.items()}, meta, geometry).panoptic
-                        for b in batch]
+        hosted = [host_postprocess({k: v[b : b + 1] for k, v in got.items()}, meta, geometry) for b in batch]
+        if head == "semantic":
+            semantic = [h.semantic for h in hosted]
+        else:
+            panoptic_ids = [h.panoptic for h in hosted]
     if panoptic:
         segments = tuple(len(r.panoptic.segments) for r in references)
         non_void = tuple(float((r.panoptic.panoptic != 0).mean()) for r in references)

@@ -1,12 +1,18 @@
 """Export-only wrapper around a PEM model: the graph's inputs, in-graph pre-processing and the selectable heads.
 
 Shapes: B batch, h x w the host-resized image, h' x w' that size zero-padded to a multiple of 32, H0 x W0 the
-original size (one per batch), Q queries, K classes. Names and layouts are those of ``pem.runtime.contract``.
+original size (one per batch), Q queries, K classes, F the fusion resolution (``pem.runtime.resolution``). Names
+and layouts are those of ``pem.runtime.contract``.
 
-The semantic and panoptic heads reproduce the official test-time chain of ``pem.inference.predict`` in the graph:
-mask logits bilinearly upsampled (align_corners=False) to h' x w', cropped to h x w, bilinearly resized to
-H0 x W0, then the fusion's per-pixel work (``pem.runtime.fusion``). Semantic-only presets score classes at
-h' x w' and crop/resize the K class maps instead, as the official code does.
+Fusion size ``original``: the semantic and panoptic heads reproduce the official test-time chain of
+``pem.inference.predict`` in the graph: mask logits bilinearly upsampled (align_corners=False) to h' x w', cropped
+to h x w, bilinearly resized to H0 x W0, then the fusion's per-pixel work (``pem.runtime.fusion``). Semantic-only
+presets score classes at h' x w' and crop/resize the K class maps instead, as the official code does. Fusion sizes
+``input`` and ``mask``: the same per-pixel work on the mask logits at F (``pem.inference.to_fusion_size``); the graph
+has no ``orig_size`` input and the host resizes the id maps.
+
+Cost at F: one sigmoid per mask value, the class-mask contraction as one batched matrix product [K, Q] x [Q, F], an
+argmax over it (no per-pixel softmax: class probabilities exist per query only).
 """
 from __future__ import annotations
 
@@ -14,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pem.inference import to_original_size
+from pem.inference import to_fusion_size
 from pem.kernels import panoptic_pixel_stage_torch
 from pem.modeling.pem_model import PEM
-from pem.runtime.contract import HEADS, INPUT_LAYOUTS
+from pem.runtime.contract import FUSION_ORIGINAL, FUSION_SIZES, HEADS, INPUT_LAYOUTS
 
 
 class ExportWrapper(nn.Module):
@@ -29,37 +35,46 @@ class ExportWrapper(nn.Module):
         input_layout: ``uint8_nhwc`` (image uint8 [B, h, w, 3] RGB) or ``float_nchw`` (float32 [B, 3, h, w]
             RGB in 0..255).
         object_mask_threshold: panoptic keep threshold (``score > threshold``); None takes the preset's.
+        fusion_size: ``original`` (the graph takes ``orig_size``), ``input`` or ``mask`` (it does not).
     """
 
     def __init__(
-        self, model: PEM, head: str, input_layout: str = "uint8_nhwc", object_mask_threshold: float | None = None
+        self, model: PEM, head: str, input_layout: str = "uint8_nhwc", object_mask_threshold: float | None = None,
+        fusion_size: str = FUSION_ORIGINAL,
     ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; known heads: {', '.join(HEADS)}")
+        if fusion_size not in FUSION_SIZES:
+            raise ValueError(f"unknown fusion size {fusion_size!r}; known: {', '.join(FUSION_SIZES)}")
         if input_layout not in INPUT_LAYOUTS:
             raise ValueError(f"unknown input layout {input_layout!r}; known layouts: {', '.join(INPUT_LAYOUTS)}")
         test = model.config.test
         self.model = model
         self.head = head
         self.input_layout = input_layout
+        self.fusion_size = fusion_size
         if object_mask_threshold is None:
             object_mask_threshold = test.object_mask_threshold
         self.object_mask_threshold = object_mask_threshold
         self.semantic_at_padded_size = not test.panoptic_on
 
     def forward(self, image: torch.Tensor, orig_size: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """image per ``input_layout``; orig_size int64 [2] = (H0, W0) for the semantic and panoptic heads."""
+        """image per ``input_layout``; orig_size int64 [2] = (H0, W0) for the semantic and panoptic heads of fusion
+        size ``original`` (the other fusion sizes take none)."""
         images = self.to_nchw(image)
         class_logits, mask_logits, padded_size = self.predict(images)
         if self.head == "raw":
             return class_logits, mask_logits
-        if orig_size is None:
-            raise ValueError(f"the {self.head} head needs orig_size")
-        height, width = orig_size[0].item(), orig_size[1].item()
-        torch._check(height > 0)
-        torch._check(width > 0)
         image_size = (images.shape[-2], images.shape[-1])
+        if self.fusion_size != FUSION_ORIGINAL:
+            height, width = image_size
+        elif orig_size is None:
+            raise ValueError(f"the {self.head} head of fusion size 'original' needs orig_size")
+        else:
+            height, width = orig_size[0].item(), orig_size[1].item()
+            torch._check(height > 0)
+            torch._check(width > 0)
         if self.head == "semantic":
             return (self.semantic(class_logits, mask_logits, padded_size, image_size, (height, width)),)
         return self.panoptic(class_logits, mask_logits, padded_size, image_size, (height, width))
@@ -95,18 +110,25 @@ class ExportWrapper(nn.Module):
         image_size: tuple[int, int],
         output_size: tuple[int, int],
     ) -> torch.Tensor:
-        """int64 [B, H0, W0]: argmax over c of sum_q softmax(class)[q, c] * sigmoid(mask_q), void column dropped."""
-        probs = class_logits.softmax(-1)[..., :-1]
-        if self.semantic_at_padded_size:
+        """int64 [B, F]: argmax over c of sum_q softmax(class)[q, c] * sigmoid(mask_q), void column dropped."""
+        probs = class_logits.softmax(-1)[..., :-1].transpose(1, 2)
+        if self.semantic_at_padded_size and self.fusion_size == FUSION_ORIGINAL:
             masks = F.interpolate(mask_logits, size=padded_size, mode="bilinear", align_corners=False).sigmoid()
-            scores = torch.einsum("bqk,bqhw->bkhw", probs, masks)
+            scores = self.contract(probs, masks)
             scores = F.interpolate(
                 scores[:, :, : image_size[0], : image_size[1]], size=output_size, mode="bilinear", align_corners=False
             )
         else:
-            masks = to_original_size(mask_logits, padded_size, image_size, output_size).sigmoid()
-            scores = torch.einsum("bqk,bqhw->bkhw", probs, masks)
+            masks = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size).sigmoid()
+            scores = self.contract(probs, masks)
         return scores.argmax(1)
+
+    @staticmethod
+    def contract(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """probs [B, K, Q] x masks [B, Q, H, W] -> scores [B, K, H, W], one MatMul over the flattened pixels."""
+        batch, queries, height, width = masks.shape
+        return torch.matmul(probs, masks.reshape(batch, queries, height * width)).reshape(
+            batch, probs.shape[1], height, width)
 
     def keep(self, scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         """bool [B, Q]: the graph's twin of ``pem.runtime.fusion.keep_queries`` (label != K and score > threshold;
@@ -123,11 +145,11 @@ class ExportWrapper(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """The quantities of ``pem.runtime.fusion.panoptic_pixel_stage`` per image, with the query scores/labels.
 
-        Returns query_scores float [B, Q], query_labels int64 [B, Q] (K = void), winner int32 [B, H0, W0] (-1 =
-        none), winner_area, mask_area, visible_area int64 [B, Q] (zero for queries not kept).
+        Returns query_scores float [B, Q], query_labels int64 [B, Q] (K = void), winner int32 [B, F] (-1 = none),
+        winner_area, mask_area, visible_area int64 [B, Q] (pixels at F; zero for queries not kept).
         """
         scores, labels = class_logits.softmax(-1).max(-1)
         keep = self.keep(scores, labels, class_logits.shape[2] - 1)
-        mask_logits = to_original_size(mask_logits, padded_size, image_size, output_size)
+        mask_logits = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size)
         winner, winner_area, mask_area, visible_area = panoptic_pixel_stage_torch(scores, keep, mask_logits)
         return scores, labels, winner, winner_area, mask_area, visible_area

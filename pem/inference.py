@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from pem.config import PEMConfig
 from pem.modeling.pem_model import PEM
+from pem.runtime.contract import FUSION_ORIGINAL
 from pem.runtime.fusion import (
     InstanceOutput,
     PanopticOutput,
@@ -25,13 +26,15 @@ from pem.runtime.fusion import (
     semantic_inference,
 )
 from pem.runtime.preprocess import check_image, resize_to, shortest_edge_size
+from pem.runtime.resolution import fusion_scale, fusion_shape, fusion_stride, resize_nearest, resize_panoptic
 
 
 @dataclass(frozen=True)
 class Prediction:
     """Results at the original image size (H0, W0).
 
-    ``semantic_prob`` float32 [K, H0, W0] (official semantic scores, not normalized over classes),
+    ``semantic_prob`` float32 [K, H0, W0] (official semantic scores, not normalized over classes; at the fusion
+    resolution below fusion size ``original``),
     ``semantic`` int64 [H0, W0] its argmax, ``panoptic`` (panoptic presets) and ``instances`` (when asked).
     """
 
@@ -57,6 +60,27 @@ def to_original_size(
     return x if maps.dim() == 4 else x[0]
 
 
+def to_fusion_size(
+    maps: torch.Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    fusion_size: str,
+) -> torch.Tensor:
+    """[C, h'/4, w'/4] or [B, C, h'/4, w'/4] mask-stride maps -> the same at the fusion resolution
+    (``pem.runtime.resolution``): ``original`` is :func:`to_original_size`; ``input`` upsamples to the padded size
+    and crops to ``image_size``; ``mask`` crops the maps as they are. The export wrapper runs this in the graph."""
+    stride = fusion_stride(fusion_size)
+    if stride == 0:
+        return to_original_size(maps, padded_size, image_size, output_size)
+    height, width = fusion_shape(fusion_size, image_size, output_size)
+    if stride == 1:
+        batched = maps if maps.dim() == 4 else maps[None]
+        x = F.interpolate(batched, size=padded_size, mode="bilinear", align_corners=False)
+        maps = x if maps.dim() == 4 else x[0]
+    return maps[..., :height, :width]
+
+
 def input_size(config: PEMConfig, image_size: tuple[int, int]) -> tuple[int, int]:
     """The (h, w) the official test-time resize gives an image of ``image_size`` = (H0, W0)."""
     return shortest_edge_size(*image_size, config.test.min_size, config.test.max_size)
@@ -80,47 +104,56 @@ def postprocess(
     semantic: bool = True,
     instances: bool = False,
     thresholds: tuple[float, float] | None = None,
+    fusion_size: str = FUSION_ORIGINAL,
 ) -> Prediction:
     """The official chain from the model's outputs on: class logits [Q, K+1] and mask logits [Q, h'/4, w'/4] of an
     image resized to ``image_size`` = (h, w) -> results at ``output_size`` = (H0, W0).
 
     ``panoptic``: fuse panoptic segments (None: when the preset does). ``semantic`` False skips the semantic scores
     (``semantic_prob`` and ``semantic`` are then empty arrays). ``thresholds`` = (object mask, overlap) of the
-    panoptic fusion; None takes the preset's.
+    panoptic fusion; None takes the preset's. ``fusion_size`` (``pem.runtime.resolution``): below ``original`` the
+    fusion runs at that resolution and the label maps are resized to ``output_size`` by nearest neighbour
+    (segment areas counted on the resized map); ``semantic_prob`` and the instance masks stay at the fusion size.
     """
     if panoptic is None:
         panoptic = config.test.panoptic_on
     if thresholds is None:
         thresholds = (config.test.object_mask_threshold, config.test.overlap_threshold)
     padded = padded_size(config, image_size)
+    exact = fusion_size == FUSION_ORIGINAL
     logits_np = class_logits.float().cpu().numpy()
     masks_np = None
-    if config.test.panoptic_on or panoptic or instances:
-        masks_np = to_original_size(mask_logits, padded, image_size, output_size).float().cpu().numpy()
+    if config.test.panoptic_on or panoptic or instances or not exact:
+        masks_np = to_fusion_size(mask_logits, padded, image_size, output_size, fusion_size).float().cpu().numpy()
     semantic_prob = np.zeros((0, 0, 0), dtype=np.float32)
-    if semantic and config.test.panoptic_on:
+    if semantic and (config.test.panoptic_on or not exact):
         semantic_prob = semantic_inference(logits_np, masks_np)
     elif semantic:
         upsampled = F.interpolate(mask_logits[None], size=padded, mode="bilinear", align_corners=False)[0]
         padded_prob = torch.from_numpy(semantic_inference(logits_np, upsampled.float().cpu().numpy()))
         semantic_prob = to_original_size(padded_prob, padded, image_size, output_size).numpy()
+    scale = fusion_scale(fusion_size, image_size, output_size)
     fused = panoptic_inference(logits_np, masks_np, config.thing_ids, *thresholds) if panoptic else None
+    if fused is not None and not exact:
+        fused = PanopticOutput(*resize_panoptic(fused.panoptic, fused.segments, output_size, scale))
     instance_output = None
     if instances:
         thing_ids = config.thing_ids if config.test.panoptic_on else None
         instance_output = instance_inference(logits_np, masks_np, thing_ids)
-    labels = semantic_prob.argmax(axis=0) if semantic else np.zeros((0, 0), dtype=np.int64)
+    labels = (resize_nearest(semantic_prob.argmax(axis=0), output_size, scale) if semantic
+              else np.zeros((0, 0), dtype=np.int64))
     return Prediction(semantic_prob, labels, fused, instance_output)
 
 
 @torch.no_grad()
 def predict(
-    model: PEM, image: np.ndarray, instances: bool = False, size: tuple[int, int] | None = None
+    model: PEM, image: np.ndarray, instances: bool = False, size: tuple[int, int] | None = None,
+    fusion_size: str = FUSION_ORIGINAL,
 ) -> Prediction:
     """Run the official test-time chain on one [H, W, 3] uint8 RGB image (model in eval mode).
 
     The host resize is the preset's shortest-edge rule, or to exactly ``size`` = (h, w) when given (a graph of
-    fixed size is fed that way).
+    fixed size is fed that way). ``fusion_size``: see :func:`postprocess` (``original``: the official chain).
     """
     check_image(image)
     config = model.config
@@ -130,4 +163,4 @@ def predict(
     images = torch.from_numpy(np.array(resized)).permute(2, 0, 1)[None].to(parameter)
     outputs = model(images)
     return postprocess(config, outputs["pred_logits"][0], outputs["pred_masks"][0], resized.shape[:2], output_size,
-                       instances=instances)
+                       instances=instances, fusion_size=fusion_size)

@@ -10,16 +10,21 @@ Inputs
                    normalization and zero padding to a multiple of 32 happen in the graph.
     ``image_nchw`` float32 [B, 3, h, w] RGB in 0..255 (the ``float`` input layout, instead of ``image``).
     ``orig_size``  int64 [2]: (H0, W0), the size the outputs are resized to (the official chain). Only the
-                   ``semantic`` and ``panoptic`` heads take it; exported ``raw`` graphs have the image input alone.
+                   ``semantic`` and ``panoptic`` heads of fusion size ``original`` take it; the other graphs have
+                   the image input alone.
 
 Exported graphs fix batch, h and w (``pem.shapes`` holds integers) or leave all three free (``"dynamic"``).
+
+Fusion sizes (``pem.fusion_size``; see ``pem.runtime.resolution``): the resolution F of the semantic/panoptic
+heads' per-pixel outputs: ``original`` F = H0 x W0 (the official chain, exact), ``input`` F = h x w, ``mask``
+F = ceil(h/4) x ceil(w/4). Below ``original`` the runtime resizes the id maps to H0 x W0 (nearest neighbour).
 
 Heads and their outputs
     ``raw``        ``pred_logits`` float [B, Q, K+1] (last = "no object"), ``pred_masks`` float [B, Q, h'/4, w'/4]
                    (mask logits of the padded input h' x w').
-    ``semantic``   ``semantic`` int64 [B, H0, W0]: argmax over classes of the official semantic scores.
+    ``semantic``   ``semantic`` int64 [B, F]: argmax over classes of the official semantic scores.
     ``panoptic``   ``query_scores`` float [B, Q], ``query_labels`` int64 [B, Q] (K = no object),
-                   ``winner`` int32 [B, H0, W0] (index of the kept query that wins the pixel when its mask
+                   ``winner`` int32 [B, F] (index of the kept query that wins the pixel when its mask
                    probability is >= 0.5 there, else -1), ``winner_area``, ``mask_area``, ``visible_area``
                    int64 [B, Q] (the per-query counts the fusion rules need; see ``pem.runtime.fusion``).
                    A query is kept where ``query_labels != K`` and ``query_scores > object_mask_threshold`` (of
@@ -33,6 +38,10 @@ INPUT_IMAGE_FLOAT = "image_nchw"
 INPUT_ORIG_SIZE = "orig_size"
 
 HEADS = ("raw", "semantic", "panoptic")
+FUSION_ORIGINAL = "original"
+FUSION_SIZES = (FUSION_ORIGINAL, "input", "mask")
+DEFAULT_FUSION_SIZE = "input"  # of new exports; artifacts without ``pem.fusion_size`` are ``original``
+MASK_STRIDE = 4  # input pixels per mask-logit pixel
 INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
 IMAGE_INPUTS = {"uint8_nhwc": INPUT_IMAGE, "float_nchw": INPUT_IMAGE_FLOAT}  # the image input of each layout
 
@@ -69,6 +78,7 @@ META_PRECISION = "pem.precision"  # "fp32" | "fp16" | "int8"
 # JSON: how the precision was made (fp16: the FP32 islands and node counts; int8: the recipe, the blocks kept in
 # FP32, the INT8 share of multiply-adds, the accuracy search's outcome)
 META_PRECISION_DETAILS = "pem.precision_details"
+META_FUSION_SIZE = "pem.fusion_size"  # one of FUSION_SIZES (absent: "original")
 META_SHAPES = "pem.shapes"  # JSON {"batch": int | "dynamic", "height": ..., "width": ...}
 META_PRODUCER = "pem.producer"  # JSON {"pem", "torch", "torchvision", "onnx", "onnxscript", "onnxslim", "opset"}
 FORMAT = "pem-edge/1"

@@ -11,10 +11,13 @@ from typing import Any
 
 from pem.runtime.contract import (
     FORMAT,
+    FUSION_ORIGINAL,
+    FUSION_SIZES,
     HEADS,
     INPUT_LAYOUTS,
     META_CLASSES,
     META_FORMAT,
+    META_FUSION_SIZE,
     META_HEAD,
     META_INPUT_LAYOUT,
     META_NORMALIZATION,
@@ -50,6 +53,8 @@ class ArtifactMetadata:
 
     ``static_size`` is the (height, width) a graph with a fixed spatial input size takes, None when dynamic.
     ``panoptic_on`` says whether the preset fuses panoptic output (a ``raw`` head then yields both views).
+    ``fusion_size``: the resolution of the fusion (``pem.runtime.contract.FUSION_SIZES``; ``original`` when the
+    artifact does not record it).
     """
 
     source: str
@@ -65,6 +70,7 @@ class ArtifactMetadata:
     size_divisibility: int
     static_size: tuple[int, int] | None
     precision: str
+    fusion_size: str = FUSION_ORIGINAL
 
     @property
     def num_classes(self) -> int:
@@ -109,6 +115,10 @@ class ArtifactMetadata:
         normalization = _json_object(props, META_NORMALIZATION, source)
         shapes = _json_object(props, META_SHAPES, source) if META_SHAPES in props else {}
         panoptic_on = _field(test, "panoptic_on", bool, META_TEST, source, default=head == "panoptic")
+        fusion_size = props.get(META_FUSION_SIZE, FUSION_ORIGINAL)
+        if fusion_size not in FUSION_SIZES:
+            raise ArtifactError(f"{source}: unknown fusion size {fusion_size!r} under {META_FUSION_SIZE!r} "
+                                f"(known: {', '.join(FUSION_SIZES)})")
         return cls(
             source=source,
             preset=_text(props, META_PRESET, source),
@@ -123,6 +133,7 @@ class ArtifactMetadata:
             size_divisibility=_field(normalization, "size_divisibility", int, META_NORMALIZATION, source, default=32),
             static_size=_static_size(shapes),
             precision=props.get(META_PRECISION, "fp32"),
+            fusion_size=fusion_size,
         )
 
 

@@ -3,7 +3,8 @@
 Pre-processing follows the official test-time chain: the shortest edge is resized with Pillow bilinear on uint8
 to the artifact's ``min_size`` (long side capped at ``max_size``). A graph exported with a fixed input size takes
 that size only, so images are resized straight to it instead (aspect ratio not kept) whenever the shortest-edge
-size differs; outputs are still at the original size.
+size differs; outputs are still at the original size (resized from the artifact's fusion resolution by nearest
+neighbour below fusion size ``original``; an ``original``-mode frame over the memory budget is refused).
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from pem.runtime.backends import Backend, open_backend
-from pem.runtime.contract import IMAGE_INPUTS, INPUT_IMAGE, INPUT_ORIG_SIZE, OUTPUTS
+from pem.runtime.contract import FUSION_ORIGINAL, IMAGE_INPUTS, INPUT_IMAGE, INPUT_ORIG_SIZE, OUTPUTS
 from pem.runtime.metadata import ArtifactError, ArtifactMetadata
 from pem.runtime.postprocess import Geometry, postprocess
 from pem.runtime.preprocess import check_image, resize_to, shortest_edge_size
+from pem.runtime.resolution import check_memory_budget, memory_budget_mb
 from pem.runtime.result import Result
 
 __all__ = ["Predictor"]
@@ -34,14 +36,17 @@ class Predictor:
     available, else CPU. ``expect_preset``: fail unless the artifact was exported from that preset.
     ``input_size`` (h, w): resize every image straight to that size, as for a graph of fixed size (benchmarks at
     one size); None follows the shortest-edge rule, or the graph's fixed size. ``threads``: intra-op CPU threads of
-    the onnxruntime backend (None: ONNX Runtime's default, one per physical core).
+    the onnxruntime backend (None: ONNX Runtime's default, one per physical core). ``memory_budget_mb``: the budget
+    of fusion size ``original`` (None: ``pem.runtime.resolution.memory_budget_mb``'s setting); a frame over it raises
+    ``MemoryBudgetError``.
     Raises FileNotFoundError (missing artifact), ArtifactError (unknown format, missing/malformed metadata,
     another preset, graph I/O that does not follow the contract), ImportError (backend package not installed).
     """
 
     def __init__(self, artifact: str | Path | Backend, backend: str = "auto", providers: Sequence[Any] | None = None,
                  expect_preset: str | None = None, input_size: tuple[int, int] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, memory_budget_mb: float | None = None) -> None:
+        self.memory_budget_mb = _budget(memory_budget_mb)
         if isinstance(artifact, Backend):
             if threads is not None:
                 artifact.close()
@@ -76,8 +81,10 @@ class Predictor:
         if self._image_input not in inputs or not set(inputs) <= allowed:
             raise ArtifactError(f"{meta.source}: graph inputs {sorted(inputs)} do not match layout "
                                 f"{meta.input_layout!r} (expected {self._image_input!r} and maybe {INPUT_ORIG_SIZE!r})")
-        if meta.head != "raw" and INPUT_ORIG_SIZE not in inputs:
-            raise ArtifactError(f"{meta.source}: the {meta.head!r} head needs the input {INPUT_ORIG_SIZE!r}")
+        wants_orig_size = meta.head != "raw" and meta.fusion_size == FUSION_ORIGINAL
+        if wants_orig_size != (INPUT_ORIG_SIZE in inputs):
+            raise ArtifactError(f"{meta.source}: the {meta.head!r} head of fusion size {meta.fusion_size!r} "
+                                f"{'needs' if wants_orig_size else 'takes no'} input {INPUT_ORIG_SIZE!r}")
         missing = [name for name in OUTPUTS[meta.head] if name not in outputs]
         if missing:
             raise ArtifactError(f"{meta.source}: head {meta.head!r} lacks the outputs {missing} "
@@ -98,6 +105,15 @@ class Predictor:
         axes = (1, 2) if self.metadata.input_layout == "uint8_nhwc" else (2, 3)
         height, width = (info.fixed(axis) for axis in axes)
         return (height, width) if height is not None and width is not None else None
+
+    def full_size_channels(self) -> int:
+        """Channels of the per-pixel tensors fusion size ``original`` holds at the original size: the classes, or the
+        queries when the graph's outputs fix them and they are more."""
+        queries = 0
+        for info in self.backend.outputs:
+            if info.name in ("pred_logits", "query_scores"):
+                queries = info.fixed(1) or 0
+        return max(self.metadata.num_classes, queries)
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) an image of (height, width) is resized to before the graph."""
@@ -124,6 +140,8 @@ class Predictor:
     def __call__(self, image: np.ndarray, bgr: bool = False) -> Result:
         """Predict one HxWx3 uint8 image, RGB (``bgr=False``) or BGR as OpenCV decodes it (``bgr=True``)."""
         check_image(image)
+        check_memory_budget(self.metadata.fusion_size, image.shape[:2], self.full_size_channels(),
+                            self.memory_budget_mb)
         start = time.perf_counter()
         rgb = np.ascontiguousarray(image[..., ::-1]) if bgr else image
         feed, geometry = self.preprocess(rgb)
@@ -138,7 +156,8 @@ class Predictor:
             "postprocess_ms": (done - postprocessing) * 1000.0,
             **self.backend.last_timings,
         }
-        return Result(rgb, processed.semantic, processed.panoptic, processed.segments, self.metadata, timings)
+        return Result(rgb, processed.semantic, processed.panoptic, processed.segments, self.metadata, timings,
+                      processed.fusion_semantic, processed.fusion_panoptic, processed.fusion_scale)
 
     def close(self) -> None:
         """Release the backend."""
@@ -151,3 +170,8 @@ class Predictor:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _budget(value: float | None) -> float | None:
+    """``value`` checked as a memory budget (MiB) when given; None defers to the setting at each call."""
+    return None if value is None else memory_budget_mb(value)

@@ -5,6 +5,7 @@ ids from the artifact's metadata (``ClassInfo.dataset_id``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pem.runtime.outputs import (
     write_semantic_png,
 )
 from pem.runtime.postprocess import VOID_LABEL
+from pem.runtime.preprocess import resize_to
 from pem.runtime.visualize import colorize_panoptic, colorize_semantic, overlay
 
 __all__ = ["Result"]
@@ -39,6 +41,10 @@ class Result:
     class); ``panoptic`` int32 [H0, W0] segment ids, 0 void, None for semantic-only artifacts; ``segments`` in id
     order; ``timings`` in milliseconds: ``preprocess_ms``, ``infer_ms``, ``postprocess_ms`` and the backend's
     ``h2d_ms``, ``compute_ms``, ``d2h_ms``.
+
+    ``fusion_semantic`` / ``fusion_panoptic``: the same maps at the artifact's fusion resolution (F, see
+    ``pem.runtime.resolution``; None means the full-size maps, as in fusion size ``original``) and
+    ``fusion_scale`` (sy, sx) the fusion pixels per original pixel; :meth:`at_fusion_size` makes a Result of them.
     """
 
     image: np.ndarray
@@ -47,6 +53,23 @@ class Result:
     segments: list[Segment]
     metadata: ArtifactMetadata
     timings: dict[str, float] = field(default_factory=dict)
+    fusion_semantic: np.ndarray | None = None
+    fusion_panoptic: np.ndarray | None = None
+    fusion_scale: tuple[float, float] = (1.0, 1.0)
+
+    def at_fusion_size(self) -> Result:
+        """This result at the fusion resolution F: the maps at F, the image resized to F (Pillow bilinear), segment
+        areas counted at F, scale 1. Returns self when the maps already have the original size."""
+        semantic = self.semantic if self.fusion_semantic is None else self.fusion_semantic
+        if semantic.shape == self.semantic.shape:
+            return self
+        panoptic = self.fusion_panoptic
+        segments = self.segments
+        if panoptic is not None:
+            areas = np.bincount(panoptic.ravel(), minlength=len(segments) + 1)
+            segments = [dataclasses.replace(s, area=int(areas[s.id])) for s in segments]
+        image = resize_to(self.image, semantic.shape)
+        return Result(image, semantic, panoptic, segments, self.metadata, dict(self.timings))
 
     @property
     def names(self) -> list[str]:

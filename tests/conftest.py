@@ -66,23 +66,24 @@ TINY_WEIGHTS = REPO / "tests" / "fixtures" / "synthetic_panoptic_tiny.pth"
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``export(head="panoptic", imgsz=(128, 128), dynamic=False, input_layout="uint8_nhwc")``: the trained
-    ``synthetic_panoptic_tiny`` (PQ 61.6) as an FP32 ONNX file (static, or of free size), exported once per session
-    for each setting."""
-    cache: dict[tuple[str, tuple[int, int], bool, str], Path] = {}
+    """``export(head="panoptic", imgsz=(128, 128), dynamic=False, input_layout="uint8_nhwc",
+    fusion_size="original")``: the trained ``synthetic_panoptic_tiny`` (PQ 61.6) as an FP32 ONNX file (static, or of
+    free size), exported once per session for each setting."""
+    cache: dict[tuple[str, tuple[int, int], bool, str, str], Path] = {}
 
     def export(head: str = "panoptic", imgsz: tuple[int, int] = (128, 128), dynamic: bool = False,
-               input_layout: str = "uint8_nhwc") -> Path:
-        key = (head, tuple(imgsz), dynamic, input_layout)
+               input_layout: str = "uint8_nhwc", fusion_size: str = "original") -> Path:
+        key = (head, tuple(imgsz), dynamic, input_layout, fusion_size)
         if key not in cache:
             import pem
             from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 
             model = pem.build_model("synthetic_panoptic_tiny", weights=str(TINY_WEIGHTS))
             layout = "" if input_layout == "uint8_nhwc" else f"_{input_layout}"
-            name = f"tiny_{head}_{imgsz[0]}x{imgsz[1]}{'_dynamic' if dynamic else ''}{layout}.onnx"
+            name = f"tiny_{head}_{imgsz[0]}x{imgsz[1]}{'_dynamic' if dynamic else ''}{layout}_{fusion_size}.onnx"
             path = tmp_path_factory.mktemp("tiny_onnx") / name
-            options = ExportOptions(head=head, imgsz=tuple(imgsz), dynamic=dynamic, input_layout=input_layout)
+            options = ExportOptions(head=head, imgsz=tuple(imgsz), dynamic=dynamic, input_layout=input_layout,
+                                    fusion_size=fusion_size)
             save_onnx(export_onnx(model, options), path)
             cache[key] = path
         return cache[key]
