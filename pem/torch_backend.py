@@ -21,7 +21,7 @@ import torch
 
 from pem.graph_cache import CapturedGraph, GraphCache
 from pem.runtime.backends.base import Backend, TensorInfo
-from pem.runtime.contract import INPUT_IMAGE, INPUT_IMAGE_FLOAT, INPUT_ORIG_SIZE, OUTPUTS
+from pem.runtime.contract import FUSION_ORIGINAL, INPUT_IMAGE, INPUT_IMAGE_FLOAT, INPUT_ORIG_SIZE, OUTPUTS
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _OUTPUT_DTYPES = {
@@ -60,6 +60,8 @@ class TorchBackend(Backend):
             inside the forward). The original size is part of the captured shape; at most ``max_graphs`` graphs
             are kept (least recently used dropped), all in one memory pool; calls are serialised by a lock.
         input_layout: ``uint8_nhwc`` or ``float_nchw``.
+        fusion_size: ``original`` (the official chain; the default here, the paper's setting), ``input`` or ``mask``
+            (``pem.runtime.resolution``; no ``orig_size`` input, id maps at that size), recorded in the metadata.
 
     On ``cuda:N`` every call runs with N as the current device (Triton launches, graph capture, events and
     streams follow the current device, not the tensors').
@@ -69,7 +71,8 @@ class TorchBackend(Backend):
 
     def __init__(self, artifact: str | Path, providers: Sequence[Any] | None = None, head: str = "panoptic",
                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
-                 cuda_graph: bool = False, input_layout: str = "uint8_nhwc", max_graphs: int = 4) -> None:
+                 cuda_graph: bool = False, input_layout: str = "uint8_nhwc", max_graphs: int = 4,
+                 fusion_size: str = FUSION_ORIGINAL) -> None:
         super().__init__(str(artifact))
         from pem.export.metadata import graph_metadata
         from pem.export.wrapper import ExportWrapper
@@ -85,17 +88,17 @@ class TorchBackend(Backend):
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.dtype = PRECISIONS[precision]  # fp16/bf16 run under autocast: FP32 weights, per-op casts
-        self.wrapper = ExportWrapper(model, head, input_layout).eval()
+        self.wrapper = ExportWrapper(model, head, input_layout, fusion_size=fusion_size).eval()
         self.head, self.precision, self.cuda_graph = head, precision, cuda_graph
         image_name = INPUT_IMAGE if input_layout == "uint8_nhwc" else INPUT_IMAGE_FLOAT
         image_info = TensorInfo(image_name, np.dtype(np.uint8 if input_layout == "uint8_nhwc" else np.float32),
                                 ("batch", "height", "width", 3) if input_layout == "uint8_nhwc"
                                 else ("batch", 3, "height", "width"))
-        self._inputs = [image_info] + ([] if head == "raw" else [TensorInfo(INPUT_ORIG_SIZE, np.dtype(np.int64),
-                                                                              (2,))])
+        takes_size = head != "raw" and fusion_size == FUSION_ORIGINAL
+        self._inputs = [image_info] + ([TensorInfo(INPUT_ORIG_SIZE, np.dtype(np.int64), (2,))] if takes_size else [])
         self._outputs = [TensorInfo(n, np.dtype(_OUTPUT_DTYPES[n]), ()) for n in OUTPUTS[head]]
         shapes = {"batch": "dynamic", "height": "dynamic", "width": "dynamic"}
-        self._metadata = graph_metadata(model.config, head, input_layout, shapes, opset=0)
+        self._metadata = graph_metadata(model.config, head, input_layout, shapes, opset=0, fusion_size=fusion_size)
         self._metadata["pem.precision"] = precision
         self._graphs = GraphCache(max_graphs)
         self._pool: Any = None  # one CUDA graph memory pool shared by every capture (created at the first)

@@ -32,6 +32,7 @@ from pem.runtime.metadata import ArtifactError
 from pem.runtime.outputs import coco_categories, write_image
 from pem.runtime.predictor import Predictor
 from pem.runtime.progress import Progress
+from pem.runtime.resolution import MemoryBudgetError
 from pem.runtime.result import Result
 from pem.runtime.sizes import positive_int
 from pem.runtime.sources import Source, SourceError, open_source
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--save", default=None, help=f"comma list of {', '.join(SAVE_KINDS)} or 'none' "
                         "(default: panoptic,overlay; semantic,overlay for semantic-only artifacts)")
+    parser.add_argument("--save-size", choices=("original", "fusion"), default="original", help="size of the saved "
+                        "maps and overlays: the original image's (default) or the artifact's fusion resolution "
+                        "(pem-export --fusion-size; segment areas counted at that size)")
     parser.add_argument("--show", action="store_true", help="show overlays in a window (needs a display; q quits)")
     parser.add_argument("--bgr-input", action="store_true", help="the decoded pixels are in BGR order (e.g. images "
                         "saved from OpenCV arrays without conversion): swap channels before inference")
@@ -193,7 +197,7 @@ class _Run:
         result = self.predictor(frame.image, bgr=self.args.bgr_input)
         done = time.monotonic()
         latency, age = (done - taken) * 1000.0, (done - frame.captured) * 1000.0
-        self._save(frame, result)
+        self._save(frame, result.at_fusion_size() if self.args.save_size == "fusion" else result)
         self.processed += 1
         self.latencies.append(latency)
         self.ages.append(age)
@@ -320,6 +324,10 @@ def _run(args: argparse.Namespace, predictor: Predictor, source: Source, kinds: 
                 break
     except KeyboardInterrupt:
         status, code = "interrupted", 130
+    except MemoryBudgetError as exc:
+        _say(f"error: {exc}")
+        run.errors.append(str(exc))
+        status, code = "refused", 2
     except SourceError as exc:
         run.errors.append(str(exc))
         status, code = "source lost", 1

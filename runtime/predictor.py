@@ -84,7 +84,7 @@ class Predictor:
         wants_orig_size = meta.head != "raw" and meta.fusion_size == FUSION_ORIGINAL
         if wants_orig_size != (INPUT_ORIG_SIZE in inputs):
             raise ArtifactError(f"{meta.source}: the {meta.head!r} head of fusion size {meta.fusion_size!r} "
-                                f"{'needs' if wants_orig_size else 'takes no'} input {INPUT_ORIG_SIZE!r}")
+                                f"{'needs the' if wants_orig_size else 'takes no'} input {INPUT_ORIG_SIZE!r}")
         missing = [name for name in OUTPUTS[meta.head] if name not in outputs]
         if missing:
             raise ArtifactError(f"{meta.source}: head {meta.head!r} lacks the outputs {missing} "

@@ -145,5 +145,5 @@ def check_memory_budget(
         raise MemoryBudgetError(
             f"a {original[0]}x{original[1]} frame needs about {needed / 2**20:,.0f} MiB of full-size tensors in "
             f"fusion size 'original' ({channels} channels), over the memory budget of {budget:,.0f} MiB "
-            f"({MEMORY_BUDGET_ENV} or --memory-budget) or int32 indexing: export with --fusion-size input"
+            f"({MEMORY_BUDGET_ENV}) or int32 indexing: export with --fusion-size input"
         )

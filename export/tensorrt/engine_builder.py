@@ -31,7 +31,7 @@ from pem.export.tensorrt.shapes import EngineShapes, engine_shapes, parse_shape_
 from pem.export.trt_support.versions import parse_version
 from pem.runtime.backends.tensorrt import device_facts, import_cudart, import_tensorrt, make_logger
 from pem.runtime.coco_panoptic import PathLike, write_atomic
-from pem.runtime.contract import PROTOTYPE_GATHER_DOMAIN
+from pem.runtime.contract import INPUT_ORIG_SIZE, PROTOTYPE_GATHER_DOMAIN
 from pem.runtime.engine_manifest import EngineManifest, PluginInfo, write_manifest
 from pem.runtime.errors import PemError
 from pem.runtime.metadata import ArtifactMetadata
@@ -110,7 +110,11 @@ def build_engine(onnx_path: PathLike, output_path: PathLike, options: EngineOpti
     props = {p.key: p.value for p in model.metadata_props}
     metadata = ArtifactMetadata.from_props(props, str(source))
     check_precision(metadata.precision, options.precision, str(source))
-    shapes = engine_shapes(graph_inputs(model), metadata.input_layout, options.shapes, options.orig_sizes)
+    inputs = graph_inputs(model)
+    if options.orig_sizes is not None and INPUT_ORIG_SIZE not in inputs:
+        warnings.warn(f"--orig-sizes ignored: {source} fuses at fusion size {metadata.fusion_size!r} and has no "
+                      f"{INPUT_ORIG_SIZE!r} input (any original size works)", RuntimeWarning, stacklevel=2)
+    shapes = engine_shapes(inputs, metadata.input_layout, options.shapes, options.orig_sizes)
     trt = import_tensorrt()
     import_cudart()
     logger = make_logger(trt, keep_log=options.verbose)

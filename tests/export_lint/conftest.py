@@ -39,22 +39,32 @@ def cli_choices(flag: str) -> tuple:
 
 @dataclass(frozen=True)
 class Variant:
-    """One export: ``--input``, ``--head`` and ``--dynamic`` of ``pem-export``."""
+    """One export: ``--input``, ``--head``, ``--dynamic`` and ``--fusion-size`` of ``pem-export``."""
 
     input: str
     head: str
     dynamic: bool
+    fusion_size: str
 
     @property
     def id(self) -> str:
-        """Short test id, e.g. ``uint8-panoptic-static``."""
-        return f"{self.input}-{self.head}-{'dynamic' if self.dynamic else 'static'}"
+        """Short test id, e.g. ``uint8-panoptic-static-input``."""
+        return f"{self.input}-{self.head}-{'dynamic' if self.dynamic else 'static'}-{self.fusion_size}"
+
+    def values(self) -> set[tuple[str, object]]:
+        """The (flag, value) pairs of this variant."""
+        return set(zip(FLAGS, (self.input, self.head, self.dynamic, self.fusion_size)))
+
+
+FLAGS = ("--input", "--head", "--dynamic", "--fusion-size")  # the fields of Variant, in order
 
 
 def all_variants() -> list[Variant]:
-    """Every (input, head, dynamic) combination ``pem-export`` offers."""
-    options = (cli_choices("--input"), cli_choices("--head"), cli_choices("--dynamic"))
-    return [Variant(*values) for values in itertools.product(*options)]
+    """Every (input, head, dynamic, fusion size) combination ``pem-export`` offers; the fusion size only shapes the
+    semantic and panoptic heads, so raw graphs come in pem-export's default fusion size only."""
+    raw_fusion = _action("--fusion-size").default
+    return [Variant(*values) for values in itertools.product(*(cli_choices(flag) for flag in FLAGS))
+            if values[1] != "raw" or values[3] == raw_fusion]
 
 
 def _default_first(flag: str) -> list:
@@ -63,30 +73,30 @@ def _default_first(flag: str) -> list:
 
 
 # exports other test modules take from ``tiny_onnx`` at 128x128 (uint8 input): free in a full run
-SHARED = (("uint8", "raw", False), ("uint8", "panoptic", False), ("uint8", "panoptic", True))
+SHARED = (("uint8", "panoptic", False, "original"), ("uint8", "panoptic", True, "original"))
 
 
 def value_covering() -> list[Variant]:
     """Few variants in which every value of every option appears: pem-export's default export first, then the
     exports shared with other tests, then whichever adds the most values not yet covered."""
-    default = Variant(*(_action(flag).default for flag in ("--input", "--head", "--dynamic")))
+    default = Variant(*(_action(flag).default for flag in FLAGS))
     shared = [Variant(*values) for values in SHARED]
     candidates = [default, *shared, *(v for v in all_variants() if v != default and v not in shared)]
-    uncovered = {(flag, value) for flag in ("--input", "--head", "--dynamic") for value in _default_first(flag)}
+    uncovered = {(flag, value) for flag in FLAGS for value in _default_first(flag)}
 
     def gain(variant: Variant) -> int:
-        return len({("--input", variant.input), ("--head", variant.head), ("--dynamic", variant.dynamic)} & uncovered)
+        return len(variant.values() & uncovered)
 
     chosen = [default]
-    uncovered -= {("--input", default.input), ("--head", default.head), ("--dynamic", default.dynamic)}
+    uncovered -= default.values()
     for variant in shared:
         if gain(variant):
             chosen.append(variant)
-            uncovered -= {("--input", variant.input), ("--head", variant.head), ("--dynamic", variant.dynamic)}
+            uncovered -= variant.values()
     while uncovered:
         best = max(candidates, key=gain)
         chosen.append(best)
-        uncovered -= {("--input", best.input), ("--head", best.head), ("--dynamic", best.dynamic)}
+        uncovered -= best.values()
     return chosen
 
 
@@ -120,7 +130,7 @@ def variant_graphs(tiny_onnx: Callable[..., Path], tmp_path_factory: pytest.Temp
 
     def graphs(variant: Variant) -> dict[str, onnx.ModelProto]:
         if variant not in cache:
-            path = tiny_onnx(variant.head, SIZE, variant.dynamic, INPUT_CHOICES[variant.input])
+            path = tiny_onnx(variant.head, SIZE, variant.dynamic, INPUT_CHOICES[variant.input], variant.fusion_size)
             fp32 = onnx.load(str(path))
             work = tmp_path_factory.mktemp(variant.id)
             cache[variant] = {request.precision: apply_precision(fp32, request, work, None, lambda _: None)[0]

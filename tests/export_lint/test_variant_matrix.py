@@ -58,13 +58,15 @@ def _check_variant(graphs: Graphs, variant: Variant) -> None:
 
 
 def test_ci_variants_cover_every_option_value() -> None:
-    assert COVERING[0] == Variant("uint8", "raw", False)  # pem-export's defaults
-    for flag, field in (("--input", "input"), ("--head", "head"), ("--dynamic", "dynamic")):
+    assert COVERING[0] == Variant("uint8", "raw", False, "input")  # pem-export's defaults
+    for flag, field in (("--input", "input"), ("--head", "head"), ("--dynamic", "dynamic"),
+                        ("--fusion-size", "fusion_size")):
         assert {getattr(variant, field) for variant in COVERING} == set(cli_choices(flag)), flag
     assert len(set(COVERING)) == len(COVERING) and len(COVERING) + len(REST) == len(all_variants())
     assert {"uint8", "float"} <= set(cli_choices("--input")) and {"raw", "semantic", "panoptic"} <= set(
         cli_choices("--head"))
     assert {"fp32", "fp16", "int8"} <= set(cli_choices("--precision"))
+    assert {"original", "input", "mask"} == set(cli_choices("--fusion-size"))
 
 
 @pytest.mark.parametrize("variant", COVERING, ids=lambda variant: variant.id)
