@@ -27,8 +27,9 @@ from torch import nn
 
 
 def autocast_active(tensor: torch.Tensor) -> bool:
-    """Whether autocast is on for the device type of ``tensor``."""
-    return torch.is_autocast_enabled(tensor.device.type)
+    """Whether autocast is on for the device type of ``tensor`` (never for devices autocast lacks, e.g. ``meta``)."""
+    device_type = tensor.device.type
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 @contextlib.contextmanager
