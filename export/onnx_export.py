@@ -25,7 +25,6 @@ from pem.export.wrapper import ExportWrapper
 from pem.modeling.pem_model import PEM
 from pem.ops.deform_conv import deform_conv2d_backend
 from pem.runtime.contract import (
-    DEFAULT_FUSION_SIZE,
     FUSION_ORIGINAL,
     FUSION_SIZES,
     HEADS,
@@ -55,7 +54,8 @@ class ExportOptions:
     threshold (baked into a panoptic graph) and ``overlap_threshold`` the host's overlap rule; both are stored in
     the metadata. ``simplify`` runs onnxslim. ``fusion_size`` (``pem.runtime.resolution``) is the resolution of the
     semantic/panoptic heads' fusion, stored in the metadata (a raw graph records it for the host chain); only
-    ``original`` graphs take the ``orig_size`` input.
+    ``original`` graphs take the ``orig_size`` input. The dataclass keeps the exact chain by default (the library's
+    parity tests and callers rely on it); ``pem-export`` defaults to ``DEFAULT_FUSION_SIZE`` (``input``).
     """
 
     head: str = "raw"
@@ -67,7 +67,7 @@ class ExportOptions:
     simplify: bool = True
     object_mask_threshold: float | None = None
     overlap_threshold: float | None = None
-    fusion_size: str = DEFAULT_FUSION_SIZE
+    fusion_size: str = FUSION_ORIGINAL
 
     @property
     def takes_orig_size(self) -> bool:

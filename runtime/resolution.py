@@ -62,11 +62,12 @@ def fusion_stride(fusion_size: str) -> int:
 
 
 def fusion_shape(fusion_size: str, resized: tuple[int, int], original: tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of the fused maps: ``original``, ``resized`` or ceil(resized / 4)."""
+    """(height, width) of the fused maps: ``original``, ``resized`` or ceil(resized / 4). Plain integer arithmetic
+    (no ``int()``), so the exporter's symbolic sizes stay symbolic in a graph of free size."""
     stride = fusion_stride(fusion_size)
     if stride == 0:
-        return int(original[0]), int(original[1])
-    return -(-int(resized[0]) // stride), -(-int(resized[1]) // stride)
+        return original[0], original[1]
+    return -(-resized[0] // stride), -(-resized[1] // stride)
 
 
 def fusion_scale(fusion_size: str, resized: tuple[int, int], original: tuple[int, int]) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from pem.export import cli
 from pem.export.metadata import read_metadata
 from pem.export.parity import ParityReport
-from pem.runtime.contract import INPUT_IMAGE_FLOAT, INPUT_ORIG_SIZE, META_HEAD, META_INPUT_LAYOUT, META_SHAPES
+from pem.runtime.contract import INPUT_IMAGE_FLOAT, META_FUSION_SIZE, META_HEAD, META_INPUT_LAYOUT, META_SHAPES
 from tests.export.conftest import TINY_WEIGHTS
 
 TINY = ["--config", "synthetic_panoptic_tiny", "--weights", str(TINY_WEIGHTS)]
@@ -32,12 +32,12 @@ def test_export_writes_a_checked_graph(tmp_path: Path, capsys: pytest.CaptureFix
     props = read_metadata(onnx.load(str(output)))
     assert (props[META_HEAD], props[META_INPUT_LAYOUT]) == ("semantic", "float_nchw")
     assert json.loads(props[META_SHAPES]) == {"batch": 2, "height": 128, "width": 192}
+    assert props[META_FUSION_SIZE] == "input"  # the default: fusion at the network's input, no orig_size input
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    assert {i.name: i.shape for i in session.get_inputs()} == {INPUT_IMAGE_FLOAT: [2, 3, 128, 192],
-                                                               INPUT_ORIG_SIZE: [2]}
+    assert {i.name: i.shape for i in session.get_inputs()} == {INPUT_IMAGE_FLOAT: [2, 3, 128, 192]}
     image = np.random.default_rng(0).uniform(0, 255, (2, 3, 128, 192)).astype(np.float32)
-    (semantic,) = session.run(None, {INPUT_IMAGE_FLOAT: image, INPUT_ORIG_SIZE: np.array([100, 150])})
-    assert semantic.shape == (2, 100, 150) and semantic.dtype == np.int64
+    (semantic,) = session.run(None, {INPUT_IMAGE_FLOAT: image})
+    assert semantic.shape == (2, 128, 192) and semantic.dtype == np.int64
 
 
 def _assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

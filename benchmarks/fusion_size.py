@@ -1,0 +1,266 @@
+"""Fusion resolutions (``pem-export --fusion-size original|input|mask``) on frames of growing size.
+
+For one preset and head (default ``ade20k_semantic_stdc1``, semantic head, static 512x512, random weights: timing
+and agreement do not need trained weights), exported once per mode plus a ``raw`` graph:
+
+* time: one process, ONNX Runtime on the CPU with ``--threads`` threads, each mode on each frame size, the median of
+  ``--iters`` calls after one warm-up; the raw graph's inference alone on the 512x512 feed in the same process is
+  the reference. A frame that ``original`` refuses (memory budget) is recorded as refused.
+* peak RSS: each (mode, size) in a fresh process that imports the runtime only (checked: torch not imported), one
+  frame; ``--huge`` adds one larger frame (default 12000x12000, 144 MP) in every mode.
+* agreement with ``original``: the share of identical semantic labels on each frame size ``original`` accepts.
+* accuracy: the trained ``synthetic_panoptic_tiny`` fixture (torch backend, panoptic head) in each mode on held-out
+  synthetic scenes (seed 12) generated at 2x and 4x its 256x256 size: PQ, mIoU, and the panoptic agreement with
+  ``original`` after matching segments by overlap (``pem.benchmarks.agreement``).
+
+``python -m pem.benchmarks.fusion_size`` writes ``benchmarks/results/fusion_size_<preset>_<threads>threads.json``;
+``--reduced`` runs a small version (tiny preset exported at 64x64, small frames, no huge frame, one scale).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "synthetic_panoptic_tiny.pth"
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("original", "input", "mask")
+SCENE_SEED = 12  # the held-out scenes of train_synthetic
+SCENE_SIZE = 256
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, width = text.lower().split("x")
+    return int(height), int(width)
+
+
+def frame(size: tuple[int, int]) -> np.ndarray:
+    """A deterministic uint8 [H, W, 3] RGB frame of smooth gradients and stripes (any size, cheap to make)."""
+    rows = np.linspace(0, 255, size[0], dtype=np.float32)[:, None]
+    cols = np.linspace(0, 255, size[1], dtype=np.float32)[None, :]
+    image = np.empty((*size, 3), dtype=np.uint8)
+    image[..., 0] = (rows + 0 * cols).astype(np.uint8)
+    image[..., 1] = (cols + 0 * rows).astype(np.uint8)
+    image[..., 2] = ((rows + cols) % 97 * 2.6).astype(np.uint8)
+    return image
+
+
+def child(artifact: str, size: tuple[int, int], threads: int) -> dict[str, Any]:
+    """One frame in this (fresh) process: peak RSS in MiB, whether torch got imported, refusal message if any."""
+    import resource
+
+    from pem.runtime import Predictor
+    from pem.runtime.resolution import MemoryBudgetError
+
+    image = frame(size)
+    refused = None
+    start = time.perf_counter()
+    with Predictor(artifact, providers=["cpu"], threads=threads) as predictor:
+        try:
+            predictor(image)
+        except MemoryBudgetError as error:
+            refused = str(error)
+    return {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": time.perf_counter() - start,
+            "torch_imported": "torch" in sys.modules, "refused": refused}
+
+
+def _export(preset: str, head: str, imgsz: tuple[int, int], work: Path) -> dict[str, Path]:
+    """The raw graph and one graph per mode (random weights, seed 0)."""
+    import torch
+
+    import pem
+    from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
+
+    torch.manual_seed(0)
+    model = pem.build_model(preset).eval()
+    paths = {}
+    for name, spec in (("raw", {"head": "raw"}), *((m, {"head": head, "fusion_size": m}) for m in MODES)):
+        paths[name] = work / f"{name}.onnx"
+        save_onnx(export_onnx(model, ExportOptions(imgsz=imgsz, **spec)), paths[name])
+    return paths
+
+
+def _median_ms(call: Any, iters: int) -> float:
+    call()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def timing(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[int, int], threads: int,
+           iters: int) -> dict[str, Any]:
+    """Medians per mode and size, the raw graph's median, and label agreement with ``original``."""
+    import onnxruntime as ort
+
+    from pem.runtime import Predictor
+    from pem.runtime.resolution import MemoryBudgetError
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(paths["raw"]), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    feed = {name: frame(imgsz)[None]}
+    raw_ms = _median_ms(lambda: session.run(None, feed), iters)
+    rows: dict[str, Any] = {}
+    labels: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
+    for mode in MODES:
+        with Predictor(paths[mode], providers=["cpu"], threads=threads) as predictor:
+            for size in sizes:
+                key = f"{size[0]}x{size[1]}"
+                image = frame(size)
+                try:
+                    labels[mode, size] = predictor(image).semantic
+                except MemoryBudgetError as error:
+                    rows.setdefault(mode, {})[key] = {"refused": str(error)}
+                    continue
+                median = _median_ms(lambda image=image: predictor(image), iters)
+                rows.setdefault(mode, {})[key] = {"median_ms": median}
+    for mode in MODES[1:]:
+        for size in sizes:
+            if ("original", size) in labels and (mode, size) in labels:
+                same = float((labels[mode, size] == labels["original", size]).mean())
+                rows[mode][f"{size[0]}x{size[1]}"]["label_agreement_with_original"] = same
+    return {"raw_graph_median_ms": raw_ms, "modes": rows}
+
+
+def memory(paths: dict[str, Path], sizes: list[tuple[int, int]], threads: int) -> dict[str, Any]:
+    """Peak RSS of one frame per (mode, size), each in a fresh process."""
+    rows: dict[str, Any] = {}
+    for mode in MODES:
+        for size in sizes:
+            command = [sys.executable, "-m", "pem.benchmarks.fusion_size", "--child", str(paths[mode]),
+                       f"{size[0]}x{size[1]}", "--threads", str(threads)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            key = f"{size[0]}x{size[1]}"
+            if done.returncode != 0:
+                rows.setdefault(mode, {})[key] = {"error": done.stderr.strip().splitlines()[-1:]}
+                continue
+            rows.setdefault(mode, {})[key] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def accuracy(work: Path, scales: tuple[int, ...], scenes: int) -> dict[str, Any]:
+    """PQ/mIoU of the trained tiny fixture per mode on held-out scenes at each scale, and matched agreement."""
+    from pem.benchmarks.agreement import matched_pixel_agreement
+    from pem.data.synthetic import generate_synthetic_dataset
+    from pem.metrics.predictor_accuracy import panoptic_folder_accuracy
+    from pem.runtime import Predictor
+    from pem.runtime.images import read_image
+    from pem.torch_backend import TorchBackend
+
+    out: dict[str, Any] = {}
+    for scale in scales:
+        size = (SCENE_SIZE * scale, SCENE_SIZE * scale)
+        folder = generate_synthetic_dataset(work / f"scenes_{scale}x", scenes, size, SCENE_SEED)
+        images = [read_image(p).image for p in sorted((folder / "images").glob("*.jpg"))]
+        maps: dict[str, list[np.ndarray]] = {}
+        row: dict[str, Any] = {}
+        for mode in MODES:
+            backend = TorchBackend(FIXTURE, head="panoptic", fusion_size=mode)
+            with Predictor(backend) as predictor:
+                row[mode] = panoptic_folder_accuracy(predictor, folder)
+                maps[mode] = [predictor(image).panoptic for image in images]
+        for mode in MODES[1:]:
+            row[mode]["PQ_loss_vs_original"] = row["original"]["PQ"] - row[mode]["PQ"]
+            row[mode]["matched_agreement_with_original"] = float(np.mean(
+                [matched_pixel_agreement(a, b) for a, b in zip(maps["original"], maps[mode])]))
+        out[f"{scale}x ({size[0]}x{size[1]})"] = row
+    return out
+
+
+def measure(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[int, int], threads: int, iters: int,
+            huge: tuple[int, int] | None, scales: tuple[int, ...], scenes: int, work: Path) -> dict[str, Any]:
+    """Timing, memory, accuracy and the acceptance figures of the graphs ``paths`` (``raw`` and each mode)."""
+    result: dict[str, Any] = {"timing": timing(paths, sizes, imgsz, threads, iters)}
+    result["memory"] = memory(paths, sizes + ([huge] if huge else []), threads)
+    result["accuracy"] = accuracy(work, scales, scenes)
+    result["acceptance"] = checks(result, sizes, huge)
+    return result
+
+
+def checks(result: dict[str, Any], sizes: list[tuple[int, int]], huge: tuple[int, int] | None) -> dict[str, Any]:
+    """The issue's acceptance figures for the default mode (``input``), as measured."""
+    small, middle, large = (f"{s[0]}x{s[1]}" for s in (sizes[0], sizes[len(sizes) // 2], sizes[-1]))
+    times = result["timing"]["modes"]["input"]
+    figures: dict[str, Any] = {
+        "input_large_over_small": times[large]["median_ms"] / times[small]["median_ms"],
+        "input_middle_over_small": times[middle]["median_ms"] / times[small]["median_ms"],
+        "input_small_over_raw_graph": times[small]["median_ms"] / result["timing"]["raw_graph_median_ms"],
+        "input_large_peak_rss_mb": result["memory"]["input"][large].get("rss_mb"),
+    }
+    figures["met"] = {
+        "large_over_small_at_most_2.0": figures["input_large_over_small"] <= 2.0,
+        "middle_over_small_at_most_1.5": figures["input_middle_over_small"] <= 1.5,
+        "small_over_raw_at_most_1.3": figures["input_small_over_raw_graph"] <= 1.3,
+        "large_rss_at_most_1536_mb": (figures["input_large_peak_rss_mb"] or 1e9) <= 1536,
+        "input_pq_loss_at_most_1.0": all(row["input"]["PQ_loss_vs_original"] <= 1.0
+                                         for row in result["accuracy"].values()),
+    }
+    if huge is not None:
+        key = f"{huge[0]}x{huge[1]}"
+        figures["huge_frame"] = {mode: result["memory"][mode].get(key) for mode in MODES}
+        figures["met"]["huge_processed_in_input_and_mask"] = all(
+            (result["memory"][mode].get(key) or {}).get("refused") is None
+            and "rss_mb" in (result["memory"][mode].get(key) or {}) for mode in ("input", "mask"))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pem.benchmarks.fusion_size", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="ade20k_semantic_stdc1")
+    parser.add_argument("--head", default="semantic", choices=("semantic", "panoptic"))
+    parser.add_argument("--imgsz", type=_size, default=(512, 512), help="static graph size (default 512x512)")
+    parser.add_argument("--sizes", default="512x683,1080x1920,3000x4000", help="frame sizes, small to large")
+    parser.add_argument("--huge", default="12000x12000", help="one more frame for peak RSS ('none' to skip)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--scenes", type=int, default=8, help="held-out scenes per scale")
+    parser.add_argument("--scales", default="2,4")
+    parser.add_argument("--reduced", action="store_true", help="tiny preset, small frames, no huge frame, 2 iters")
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--child", nargs=2, metavar=("ARTIFACT", "HxW"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], _size(args.child[1]), args.threads)))
+        return 0
+    if args.reduced:
+        args.preset, args.imgsz, args.huge = "synthetic_panoptic_tiny", (64, 64), "none"
+        args.sizes = "64x80,96x128,160x200"
+        args.iters, args.scenes, args.scales = 2, 2, "2"
+    sizes = [_size(s) for s in args.sizes.split(",")]
+    huge = None if args.huge == "none" else _size(args.huge)
+    from pem.benchmarks.environment import environment
+    from pem.runtime.coco_panoptic import write_json_atomic
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pem-fusion-size-") as folder:
+        work = Path(folder)
+        paths = _export(args.preset, args.head, args.imgsz, work)
+        result = measure(paths, sizes, args.imgsz, args.threads, args.iters, huge,
+                         tuple(int(s) for s in args.scales.split(",")), args.scenes, work)
+    result["setup"] = {"preset": args.preset, "head": args.head, "imgsz": list(args.imgsz), "threads": args.threads,
+                       "iters": args.iters, "weights": "random (seed 0)", "backend": "onnxruntime CPU FP32",
+                       "accuracy_model": "synthetic_panoptic_tiny fixture, torch backend", "reduced": args.reduced,
+                       "command": " ".join(["python -m pem.benchmarks.fusion_size", *(argv or sys.argv[1:])]),
+                       "seconds": round(time.perf_counter() - started, 1)}
+    result["environment"] = environment()
+    output = args.output or RESULTS / f"fusion_size_{args.preset}_{args.threads}threads.json"
+    write_json_atomic(output, result)
+    print(json.dumps(result["acceptance"], indent=1))
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
