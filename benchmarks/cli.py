@@ -26,8 +26,10 @@ from PIL import Image
 from pem.benchmarks.environment import environment
 from pem.benchmarks.report import BenchRun, table, write_csv, write_json, write_plot
 from pem.benchmarks.stats import spread_warning, summarize
+from pem.runtime.destinations import check_destination
+from pem.runtime.entry import command
 from pem.runtime.errors import PemError
-from pem.runtime.sizes import parse_size
+from pem.runtime.limits import MAX_IMAGE_SIDE, MIN_MODEL_SIDE, float_in, int_in, size_in
 
 if TYPE_CHECKING:
     from pem.export.precision.apply import PrecisionRequest
@@ -48,6 +50,9 @@ class RunSpec:
         if backend not in BACKENDS:
             raise BenchError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         return cls(backend, precision or default_precision)
+
+
+MAX_BATCH = 256  # a 512x512 batch of 256 is 192 MiB of uint8 pixels before any activation
 
 
 class BenchError(PemError, ValueError):
@@ -299,6 +304,7 @@ def run_one(target: str, spec: RunSpec, args: argparse.Namespace, data: bytes, c
     _reset_peak_device_memory(args.device)
     predictor = open_predictor(target, spec, args, cache)
     with predictor:
+        _check_batch(predictor, args.batch, target)
         step = predictor_step(predictor, data) if args.batch == 1 else batch_step(predictor, data, args.batch)
         samples = measure(step, args.warmup_ms, args.duration, args.iters)
         accuracy = None
@@ -318,21 +324,44 @@ def run_one(target: str, spec: RunSpec, args: argparse.Namespace, data: bytes, c
     return run
 
 
+def _check_batch(predictor: Any, batch: int, target: str) -> None:
+    """Refuse ``batch`` before any batch is built when the graph's image input fixes another batch size."""
+    from pem.runtime.contract import IMAGE_INPUTS
+
+    for tensor in predictor.backend.inputs:
+        fixed = tensor.fixed(0) if tensor.name in IMAGE_INPUTS.values() else None
+        if fixed is not None and fixed != batch:
+            raise BenchError(f"--batch {batch}: {target} takes batch {fixed} only (export with --dynamic for others)")
+
+
+def _check_target(target: str) -> None:
+    """An ONNX target must be a readable PEM graph; an engine file needs ``--backend tensorrt``."""
+    if target.endswith((".engine", ".plan")):
+        raise BenchError(f"{target} is a TensorRT engine: measure it with --backend tensorrt")
+    if target.endswith(".onnx"):
+        from pem.export.onnx_input import read_pem_onnx
+
+        read_pem_onnx(target, external_data=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pem-bench", description=__doc__.splitlines()[0])
     parser.add_argument("target", help="ONNX artifact, checkpoint (.pth) or preset name")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
-    parser.add_argument("--imgsz", type=parse_size, default=(512, 512), help="model input HxW")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--imgsz", type=size_in(MIN_MODEL_SIDE, MAX_IMAGE_SIDE), default=(512, 512),
+                        help=f"model input HxW, each side {MIN_MODEL_SIDE}..{MAX_IMAGE_SIDE} (default 512x512)")
+    parser.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1,
+                        help=f"images per call, 1..{MAX_BATCH}; a static graph takes only its own batch (default 1)")
     parser.add_argument("--head", default="panoptic", choices=["raw", "semantic", "panoptic"])
     parser.add_argument("--weights", help="checkpoint for a preset target")
     parser.add_argument("--image", help="photograph to use (default: scikit-image's astronaut)")
     parser.add_argument("--warmup-ms", type=float, default=500.0)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--duration", type=float, default=3.0, help="seconds of timed iterations (at least 10)")
-    group.add_argument("--iters", type=int, help="timed iterations instead of --duration")
+    group.add_argument("--duration", type=float_in(0.0, 3600.0, low_open=True), default=3.0,
+                       help="seconds of timed iterations, over 0 and up to 3600 (at least 10 iterations; default 3)")
+    group.add_argument("--iters", type=int_in(1, 10**6), help="timed iterations instead of --duration, 1..1000000")
     parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime on the CPU")
     parser.add_argument("--compare", nargs="+", default=[], metavar="BACKEND[:PRECISION]",
                         help="more configurations measured in the same run; ratios are against the first")
@@ -349,11 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("pem-bench")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch < 1:
-        print("pem-bench: error: --batch must be >= 1", file=sys.stderr)
-        return 2
+    for output in (args.json, args.csv, args.plot):
+        if output is not None:
+            check_destination(output, [args.target, args.weights, args.image])
+    if args.backend != "tensorrt":
+        _check_target(args.target)
     if args.threads:
         import os
 

@@ -16,7 +16,6 @@ line on stderr says why and nothing is written to the output path.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
@@ -30,8 +29,10 @@ from pem.export.precision.apply import PRECISIONS
 from pem.export.precision.fp16 import DEFAULT_FP32_OPS, DEFAULT_FP32_SCOPES
 from pem.export.tensorrt.verify import TOLERANCE_HELP
 from pem.runtime.contract import DEFAULT_FUSION_SIZE, FUSION_SIZES, HEADS
+from pem.runtime.destinations import check_destination
+from pem.runtime.entry import command
 from pem.runtime.errors import PemError
-from pem.runtime.sizes import parse_size
+from pem.runtime.limits import MAX_IMAGE_SIDE, MIN_MODEL_SIDE, size_in
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", default="onnx", choices=["onnx", "engine"],
                        help="onnx, or a TensorRT engine built on this machine's GPU (needs TensorRT)")
     graph.add_argument("--head", default="raw", choices=HEADS, help="graph outputs (default raw)")
-    graph.add_argument("--imgsz", type=parse_size,
-                       help="HxW input size of a static graph, example size of a dynamic one")
+    graph.add_argument("--imgsz", type=size_in(MIN_MODEL_SIDE, MAX_IMAGE_SIDE),
+                       help=f"HxW input size of a static graph, example size of a dynamic one; each side "
+                            f"{MIN_MODEL_SIDE}..{MAX_IMAGE_SIDE} px ({MIN_MODEL_SIDE}: the backbone's deepest stride)")
     graph.add_argument("--fusion-size", default=DEFAULT_FUSION_SIZE, choices=FUSION_SIZES,
                        help="resolution of the semantic/panoptic fusion: original (the official chain, exact, memory "
                             "grows with the camera), input (the network's input, default), mask (1/4 of it)")
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("pem-export")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pem-export``; returns the exit status (also for --help and argument errors).
 
@@ -166,7 +169,9 @@ def _run(args: argparse.Namespace) -> None:
     from pem.export.precision.apply import PrecisionError, apply_precision
 
     _check_arguments(args)
-    _check_output(args.output)
+    check_destination(args.output, [args.onnx, args.weights])
+    if args.report is not None:
+        check_destination(args.report, [args.onnx, args.weights, args.output], what="--report")
     engine_options = _engine_options(args) if args.format == "engine" else None
     try:
         image = None if args.skip_check else _load_image(args.check_image)
@@ -302,9 +307,9 @@ def _verify_and_publish(onnx_path: Path, staged: Path, output: Path, image: np.n
 def _fp32_graph(args: argparse.Namespace, image: np.ndarray | None) -> onnx.ModelProto:
     """The FP32 graph: exported from the preset and checked against PyTorch, or read from --onnx."""
     if args.onnx is not None:
-        from pem.export._deps import require
+        from pem.export.onnx_input import read_pem_onnx
 
-        return require("onnx").load(str(args.onnx))
+        return read_pem_onnx(args.onnx)
     try:
         from pem.export.onnx_export import ExportOptions, export_onnx
     except ModuleNotFoundError as error:
@@ -353,17 +358,6 @@ def _check_preset(name: str) -> None:
         get_preset(name)
     except KeyError as error:
         raise CliError(error.args[0]) from None
-
-
-def _check_output(path: Path) -> None:
-    """Refuse an output that is a folder or whose nearest existing folder is not writable."""
-    if path.is_dir():
-        raise CliError(f"output {path} is a folder; give a file name such as {path / 'model.onnx'}")
-    folder = path.parent.absolute()
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise CliError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def _load_image(spec: str) -> np.ndarray:

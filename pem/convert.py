@@ -20,6 +20,8 @@ import torch
 
 from pem.checkpoint import CheckpointError, describe_key_problems, read_checkpoint, save_checkpoint
 from pem.config import PEMConfig, get_preset
+from pem.runtime.destinations import check_destination
+from pem.runtime.entry import command
 
 _PIXEL_DECODER_RULES = [
     (r"input_projections\.(\d+)\.conv\.", r"in_projections.\1.conv."),
@@ -297,6 +299,7 @@ def convert_file(
     return result
 
 
+@command("pem-convert")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pem-convert", description="Convert official PEM / ImageNet backbone weights to a pem-edge checkpoint."
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.drop_classifier:
         allow_missing.append(r"head\.class_embed\.")
         drop_source.append(r"class_embed\.")
+    check_destination(args.dst, [args.src])
     try:
         result = convert_file(args.config, args.src, args.dst, args.source_format, allow_missing,
                               args.allow_unexpected, drop_source)

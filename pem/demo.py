@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pem.runtime.coco_panoptic import write_json_atomic
+from pem.runtime.entry import command
 from pem.runtime.errors import PemError
 from pem.runtime.images import read_image, resolve_image_source
 
@@ -58,6 +59,7 @@ def run(config_name: str, weights: str | None, image_source: str, out: Path) -> 
     return timings
 
 
+@command("pem-demo")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pem-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="synthetic_panoptic_tiny", help="preset name")

@@ -23,8 +23,11 @@ from pem.config import PEMConfig
 from pem.metrics.predictor_accuracy import EvalSample, evaluate_samples
 from pem.modeling.pem_model import PEM
 from pem.runtime.coco_panoptic import write_json_atomic, write_panoptic_png
+from pem.runtime.destinations import check_destination
+from pem.runtime.entry import command
 from pem.runtime.errors import PemError
 from pem.runtime.fusion import Segment
+from pem.runtime.sizes import positive_int
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -128,6 +131,7 @@ def evaluate(model: PEM, root: str | Path, split: str = "val", out: str | Path |
     return metrics
 
 
+@command("pem-eval")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pem-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="preset name")
@@ -136,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", type=Path, help="folder for predictions (COCO-panoptic PNG + JSON) and metrics.json")
     parser.add_argument("--json", type=Path, help="write the metrics JSON here")
-    parser.add_argument("--max-images", type=int)
+    parser.add_argument("--max-images", type=positive_int, help="evaluate only the first N images (N >= 1)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    for output in (args.json, args.out):
+        if output is not None:
+            check_destination(output, [args.weights, args.data], folder=output is args.out)
     import pem
 
     try:

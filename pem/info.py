@@ -25,6 +25,7 @@ from torch import nn
 from pem.config import get_preset
 from pem.modeling.pem_model import PEM
 from pem.modeling.pixel_decoder import ModulatedDeformConv
+from pem.runtime.entry import command
 from pem.runtime.sizes import parse_size
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def default_size(preset: str) -> tuple[int, int]:
     return config.test.min_size, config.test.min_size
 
 
+@command("pem-info")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pem-info", description="Parameters and GMACs of a PEM preset.")
     parser.add_argument("--config", required=True, help="preset name")

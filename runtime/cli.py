@@ -10,9 +10,10 @@ Outputs under ``--out`` (each file written atomically; names follow the input's 
 * ``summary.json``: counts, failures, drops, reconnects and latency/age statistics; written at the end, also after
   an error or Ctrl-C, with everything done so far.
 
-Exit codes: 0 every input processed; 1 the run finished but some inputs failed (unreadable files are skipped and
-listed at the end; a lost stream or a write error stops the run); 2 nothing could start (bad arguments, artifact
-or source); 130 interrupted (outputs so far are kept).
+Exit codes: 0 every input processed; 1 the run finished but some inputs failed (unreadable files, undecodable video
+frames and frames that fail inside the backend are skipped and listed at the end, and the summary's status says so;
+a lost stream or a write error stops the run); 2 nothing could start (bad arguments, artifact or source); 3 an
+internal error (summary.json still written); 130 interrupted (outputs so far are kept).
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from pem.runtime.coco_panoptic import write_json_atomic
+from pem.runtime.entry import command, one_line
+from pem.runtime.errors import EXIT_INTERNAL, PemError
+from pem.runtime.limits import float_in
 from pem.runtime.metadata import ArtifactError
 from pem.runtime.outputs import coco_categories, write_image
 from pem.runtime.predictor import Predictor
@@ -75,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime: intra-op CPU threads "
                         "(default: one per physical core)")
     parser.add_argument("--preset", default=None, help="fail unless the artifact was exported from this preset")
-    parser.add_argument("--alpha", type=float, default=0.55, help="overlay opacity (0.55)")
+    parser.add_argument("--alpha", type=float_in(0.0, 1.0), default=0.55, help="overlay opacity, 0..1 (0.55)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
@@ -175,6 +179,7 @@ class _Run:
         self.latency_total = 0.0
         self.age_total = 0.0
         self.errors: list[str] = []
+        self.failed: list[tuple[str, str]] = []  # frames that failed inside the backend: (name, reason)
         self.started = time.monotonic()
         self.rss_start = _rss_mb()
         self.video: VideoWriter | None = None
@@ -194,7 +199,13 @@ class _Run:
             _say(f"warning: {frame.source}: {note}")
         self.converted += bool(frame.notes)
         taken = time.monotonic()
-        result = self.predictor(frame.image, bgr=self.args.bgr_input)
+        try:
+            result = self.predictor(frame.image, bgr=self.args.bgr_input)
+        except PemError:
+            raise
+        except Exception as exc:  # this frame failed inside the backend (ONNX Runtime, TensorRT): report it, go on
+            self.failed.append((frame.name, f"{frame.name}: {type(exc).__name__}: {one_line(exc)}"))
+            return
         done = time.monotonic()
         latency, age = (done - taken) * 1000.0, (done - frame.captured) * 1000.0
         self._save(frame, result.at_fusion_size() if self.args.save_size == "fusion" else result)
@@ -251,10 +262,14 @@ class _Run:
                 "annotations": self.annotations, "categories": coco_categories(self.predictor.metadata.classes)})
         elapsed = time.monotonic() - self.started
         meta = self.predictor.metadata
+        failed = [*self.source.failures, *self.failed]
+        if status == "done" and (failed or self.errors):
+            status = f"done, {len(failed)} input(s) failed" if failed else "done with errors"
         summary = {
             "status": status, "artifact": str(self.args.artifact), "preset": meta.preset, "head": meta.head,
             "backend": self.predictor.backend.description, "source": self.source.description,
-            "processed": self.processed, "failed": [{"input": n, "reason": r} for n, r in self.source.failures],
+            "processed": self.processed,
+            "failed": [{"input": n, "reason": r} for n, r in failed],
             "errors": self.errors, "ignored": self.source.ignored, "converted": self.converted,
             "dropped": self.source.dropped, "reconnects": getattr(self.source, "reconnected", 0),
             "wall_s": round(elapsed, 3), "fps": round(self.processed / elapsed, 3) if elapsed > 0 else None,
@@ -287,6 +302,7 @@ def _report(summary: dict[str, Any]) -> None:
         _say(f"error: {error}")
 
 
+@command("pem-predict")
 def main(argv: list[str] | None = None) -> int:
     """Run pem-predict; returns the exit code (module docstring)."""
     try:
@@ -316,12 +332,13 @@ def _run(args: argparse.Namespace, predictor: Predictor, source: Source, kinds: 
         source.close()
         _say(f"error: {exc}")
         return 2
-    status, code = "done", 0
+    status, code = "stopped by an internal error", EXIT_INTERNAL  # until the loop ends; the wrapper reports the bug
     try:
         for frame in source:
             run.handle(frame)
             if run.stop_requested or (args.max_frames is not None and run.processed >= args.max_frames):
                 break
+        status, code = "done", 0
     except KeyboardInterrupt:
         status, code = "interrupted", 130
     except MemoryBudgetError as exc:

@@ -9,7 +9,9 @@ The reader thread decodes frames (converted to RGB) into a :class:`FrameBuffer` 
 
 Each frame carries its capture time (``time.monotonic()`` right after decoding), so consumers report the age of a
 result. A live source (camera, URL) that stops delivering is reopened with exponential backoff, a bounded number
-of times, then the stream ends with a :class:`SourceError`; a video file ends at its last frame.
+of times, then the stream ends with a :class:`SourceError`; a video file ends at its last frame. A frame of a
+video file that fails to decode before the container's frame count is skipped and listed in ``failures``; reading
+stops after ``MAX_UNREADABLE`` such frames in a row.
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ import numpy as np
 
 from pem.runtime.errors import PemError
 
-__all__ = ["POLICIES", "Frame", "FrameBuffer", "SourceError", "StreamSource", "import_cv2"]
+__all__ = ["MAX_UNREADABLE", "POLICIES", "Frame", "FrameBuffer", "SourceError", "StreamSource", "import_cv2"]
 
 POLICIES = ("latest", "queue")
+MAX_UNREADABLE = 30  # consecutive undecodable frames of a video file before reading stops
 VIDEO_INSTALL_HINT = "pip install opencv-python-headless, or the extra pem-edge[video]"
 
 
@@ -190,6 +193,7 @@ class StreamSource:
 
     def _read_loop(self) -> None:
         index = 0
+        unreadable: list[str] = []  # names of the consecutive frames that failed to decode since the last good one
         error: BaseException | None = None
         try:
             while not self.buffer.stopped:
@@ -201,7 +205,11 @@ class StreamSource:
                     if self.live and not self.buffer.stopped:
                         error = SourceError(f"{self.description}: stream lost, {self.reconnects} reconnect "
                                             "attempts failed")
-                    break
+                    if self.live or not self._skip_unreadable(index, unreadable):
+                        break
+                    index += 1
+                    continue
+                self._record_unreadable(unreadable)
                 frame = Frame(np.ascontiguousarray(bgr[..., ::-1]), f"{self.name}_{index:06d}", index, captured,
                               self.description)
                 index += 1
@@ -213,6 +221,25 @@ class StreamSource:
             self._capture.release()
             self._capture = None
             self.buffer.finish(error)
+
+    def _skip_unreadable(self, index: int, unreadable: list[str]) -> bool:
+        """A video file's read failed at frame ``index``: True to skip it and read on (a damaged frame before the
+        container's frame count), False at the end of the container or after ``MAX_UNREADABLE`` in a row (those
+        are then recorded as failures when the count says frames were left)."""
+        if self.total is None or index >= self.total:
+            return False  # the end, or no frame count to tell a damaged frame from the end
+        unreadable.append(f"{self.name}_{index:06d}")
+        if len(unreadable) < MAX_UNREADABLE:
+            return True
+        self._record_unreadable(unreadable)
+        self.failures.append((self.description, f"{self.description}: stopped after {MAX_UNREADABLE} consecutive "
+                                                f"unreadable frames at frame {index} of {self.total}"))
+        return False
+
+    def _record_unreadable(self, unreadable: list[str]) -> None:
+        """Move the pending unreadable frames into ``failures`` (a later frame decoded, so they were damaged)."""
+        self.failures.extend((name, f"{name}: undecodable video frame, skipped") for name in unreadable)
+        unreadable.clear()
 
     def _reconnect(self) -> bool:
         """Reopen a lost live source; False when every attempt failed or the consumer stopped."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +57,19 @@ def test_pem_train_reports_expected_errors_in_one_line(capsys: pytest.CaptureFix
     assert err.startswith("pem-train: error: unknown preset 'nope'") and err.count("\n") == 1
 
 
-def test_pem_train_keeps_the_traceback_of_a_bug(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_pem_train_keeps_the_traceback_of_a_bug(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
     import pem.training.cli as cli
 
     def broken(options: object) -> dict:
         raise KeyError("step")  # what a bug looks like: a plain built-in error
 
     monkeypatch.setattr(cli, "train", broken)
-    with pytest.raises(KeyError, match="step"):
-        cli.main(["--config", "synthetic_panoptic_tiny", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    code = cli.main(["--config", "synthetic_panoptic_tiny", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3 and err.startswith("pem-train: internal error: KeyError: 'step'") and err.count("\n") == 1
+    saved = Path(re.search(r"traceback saved to (\S+);", err).group(1))  # the entry wrapper keeps it in a file
+    assert "Traceback (most recent call last)" in saved.read_text() and "raise KeyError" in saved.read_text()
+    saved.unlink()

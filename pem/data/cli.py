@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from pem.data.synthetic import MIN_SIDE, generate_synthetic_dataset
+from pem.runtime.entry import command
+from pem.runtime.limits import MAX_IMAGE_SIDE
 from pem.runtime.sizes import parse_size as parse_image_size
 
 PROG = "pem-data"
@@ -26,23 +28,25 @@ def _parser() -> argparse.ArgumentParser:
     synthetic = commands.add_parser("synthetic", help="write a synthetic COCO-panoptic dataset")
     synthetic.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     synthetic.add_argument("--n", type=int, required=True, help="number of images")
-    synthetic.add_argument("--size", required=True, help="image size HxW, e.g. 256x256")
+    synthetic.add_argument("--size", required=True,
+                           help=f"image size HxW, each side {MIN_SIDE}..{MAX_IMAGE_SIDE}, e.g. 256x256")
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synthetic.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     video = commands.add_parser("video", help="write a synthetic test video (a camera panning over a scene)")
     video.add_argument("--out", required=True, help="the .mp4 or .avi file to write")
     video.add_argument("--frames", type=int, required=True, help="number of frames")
-    video.add_argument("--size", required=True, help="frame size HxW, e.g. 256x320")
+    video.add_argument("--size", required=True,
+                       help=f"frame size HxW, each side {MIN_SIDE}..{MAX_IMAGE_SIDE}, e.g. 256x320")
     video.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     video.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
     return parser
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` -> (H, W); ValueError unless both are at least ``MIN_SIDE``."""
+    """``"HxW"`` -> (H, W); ValueError unless both sides are in ``MIN_SIDE..MAX_IMAGE_SIDE``."""
     height, width = parse_image_size(text)
-    if height < MIN_SIDE or width < MIN_SIDE:
-        raise ValueError(f"--size must be at least {MIN_SIDE}x{MIN_SIDE}, got {text!r}")
+    if not (MIN_SIDE <= height <= MAX_IMAGE_SIDE and MIN_SIDE <= width <= MAX_IMAGE_SIDE):
+        raise ValueError(f"--size {text!r} out of range: each side must be in {MIN_SIDE}..{MAX_IMAGE_SIDE} px")
     return height, width
 
 
@@ -91,6 +95,7 @@ def _video(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("pem-data")
 def main(argv: list[str] | None = None) -> int:
     """Run ``pem-data``; returns the exit code."""
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pem.metrics.panoptic_quality import evaluate_panoptic_folders
 from pem.runtime.coco_panoptic import write_json_atomic
+from pem.runtime.entry import command
 
 PROG = "pem-eval-panoptic"
 
@@ -40,6 +41,7 @@ def _fail(message: str) -> int:
     return 2
 
 
+@command("pem-eval-panoptic")
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; returns the exit code."""
     try:

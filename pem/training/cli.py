@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pem.runtime.entry import command
 from pem.runtime.errors import EXIT_INTERRUPTED, PemError
 from pem.runtime.sizes import parse_size
 from pem.training.engine import TrainOptions, train
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("pem-train")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.accumulate < 1:

@@ -145,7 +145,8 @@ def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ("argv", "message"),
     [
         (["--n", "2", "--size", "48by64"], "bad size '48by64': use H, HxW or H,W"),
-        (["--n", "2", "--size", "16x64"], "--size must be at least 32x32"),
+        (["--n", "2", "--size", "16x64"], "each side must be in 32..8192 px"),
+        (["--n", "1", "--size", "100000x100000"], "each side must be in 32..8192 px"),
         (["--n", "0", "--size", "48x64"], "--n must be at least 1"),
         (["--n", "1", "--size", "48x64"], "is not empty; pass --overwrite"),
     ],
