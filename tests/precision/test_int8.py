@@ -162,6 +162,8 @@ def test_pem_export_int8_cli(tiny_onnx: Callable[..., Path], calibration: list[P
     assert "INT8 share of conv/matmul multiply-adds" in printed and "int8 graph vs FP32 graph" in printed
     data = json.loads(report.read_text())
     assert data["precision"] == "int8" and data["calibration_images"] == 6
+    assert "warning: only 6 calibration image(s), fewer than 16" in printed  # 6 < MIN_CALIBRATION_IMAGES
+    assert len(data["warnings"]) == 1 and data["warnings"][0].startswith("only 6 calibration image(s)")
     assert data["check_image"]["integer_agreement"]["winner"] > 0.9
     with Predictor(out) as predictor:
         assert predictor.backend.metadata[META_PRECISION] == "int8"
