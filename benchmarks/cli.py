@@ -357,20 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head", default="panoptic", choices=["raw", "semantic", "panoptic"])
     parser.add_argument("--weights", help="checkpoint for a preset target")
     parser.add_argument("--image", help="photograph to use (default: scikit-image's astronaut)")
-    parser.add_argument("--warmup-ms", type=float, default=500.0)
+    parser.add_argument("--warmup-ms", type=float_in(0.0, 600_000.0), default=500.0,
+                        help="warm-up before timing, 0..600000 ms (at least one call; default 500)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--duration", type=float_in(0.0, 3600.0, low_open=True), default=3.0,
                        help="seconds of timed iterations, over 0 and up to 3600 (at least 10 iterations; default 3)")
     group.add_argument("--iters", type=int_in(1, 10**6), help="timed iterations instead of --duration, 1..1000000")
-    parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime on the CPU")
+    parser.add_argument("--threads", type=int_in(1, 1024),
+                        help="intra-op threads for torch and ONNX Runtime on the CPU, 1..1024")
     parser.add_argument("--compare", nargs="+", default=[], metavar="BACKEND[:PRECISION]",
                         help="more configurations measured in the same run; ratios are against the first")
     parser.add_argument("--accuracy", type=Path, help="COCO-panoptic folder: PQ/mIoU of every configuration")
-    parser.add_argument("--accuracy-images", type=int, help="use only the first N images of --accuracy")
+    parser.add_argument("--accuracy-images", type=int_in(1, 10**6), help="use only the first N images of --accuracy")
     parser.add_argument("--calib-data", type=Path,
                         help="calibration images for onnxruntime:int8 made from an FP32 graph (disjoint from "
                              "--accuracy)")
-    parser.add_argument("--calib-images", type=int, default=32, help="use the first N calibration images")
+    parser.add_argument("--calib-images", type=int_in(1, 10**5), default=32,
+                        help="use the first N calibration images (1..100000; fewer than 16 warns)")
     parser.add_argument("--cache", type=Path, default=Path("outputs/bench_cache"), help="exported graphs")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--csv", type=Path)

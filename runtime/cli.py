@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reconnects", type=_non_negative_int, default=5, help="reopen attempts of a lost live "
                         "stream, with exponential backoff (5)")
     parser.add_argument("--video-out", help="write the overlays as a video (.mp4 or .avi)")
-    parser.add_argument("--video-fps", type=float, default=None, help="fps of --video-out (default: the source's, "
-                        "else 10)")
+    parser.add_argument("--video-fps", type=float_in(0.0, 1000.0, low_open=True), default=None,
+                        help="fps of --video-out, over 0 and up to 1000 (default: the source's, else 10)")
     parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
     parser.add_argument("--backend", default="auto", help="backend name (default: by the artifact's suffix)")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma list of cpu, "

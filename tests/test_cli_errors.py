@@ -17,6 +17,7 @@ from pem.benchmarks.cli import main as bench_main
 from pem.runtime.destinations import DestinationError, check_destination
 from pem.runtime.entry import command
 from pem.runtime.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, PemError
+from tests.runtime import graphs
 
 BIN = Path(sys.executable).parent
 TRACEBACK = "Traceback (most recent call last)"
@@ -43,6 +44,7 @@ CASES = [  # (script, arguments, exit status, a phrase of the one error line)
     ("pem-export", "--onnx corrupt.onnx --precision fp16 --output o.onnx", 2, "not a readable ONNX model"),
     ("pem-export", "--onnx copy.onnx --precision fp16 --output ./copy.onnx", 2, "is the input"),
     ("pem-data", "synthetic --size 100000x100000 --n 1 --out data", 2, "32..8192"),
+    ("pem-data", "video --out v.avi --frames 2 --size 64 --fps nan", 2, "--fps: nan out of range (0, 1000]"),
     ("pem-bench", "plain.onnx", 2, "plain.onnx has no PEM metadata"),
     ("pem-bench", "corrupt.onnx", 2, "not a readable ONNX model"),
     ("pem-bench", "model.engine", 2, "TensorRT engine: measure it with --backend tensorrt"),
@@ -50,6 +52,7 @@ CASES = [  # (script, arguments, exit status, a phrase of the one error line)
     ("pem-bench", "plain.onnx --duration 0", 2, "--duration: 0 out of range (0, 3600]"),
     ("pem-bench", "plain.onnx --batch 100000", 2, "--batch: 100000 out of range 1..256"),
     ("pem-bench", "plain.onnx --json plain.onnx", 2, "is the input"),
+    ("pem-bench", "plain.onnx --threads 0", 2, "--threads: 0 out of range 1..1024"),
     ("pem-predict", "plain.onnx image.jpg --out out --alpha nan", 2, "--alpha: nan out of range [0, 1]"),
     ("pem-eval", "--config synthetic_panoptic_tiny --weights w.pth --data d --max-images 0", 2,
      "--max-images: must be at least 1"),
@@ -68,10 +71,11 @@ def test_bad_input_is_one_line(files: Path, script: str, arguments: str, status:
     assert {p.name: p.read_bytes() for p in files.iterdir()} == before  # nothing written, no input replaced
 
 
-def test_batch_checked_against_the_graph_before_building(tiny_onnx, capsys: pytest.CaptureFixture[str]) -> None:
-    graph = tiny_onnx()  # static, batch 1
-    assert bench_main([str(graph), "--imgsz", "128", "--batch", "2", "--iters", "1", "--warmup-ms", "0",
-                       "--image", "skimage:astronaut.png"]) == 2
+def test_batch_checked_against_the_graph_before_building(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = graphs.raw_graph(tmp_path / "static.onnx", static_size=(64, 96),  # a PEM-contract graph of batch 1
+                             props=graphs.metadata("raw", static_size=(64, 96)))
+    assert bench_main([str(graph), "--imgsz", "64x96", "--batch", "2", "--iters", "1", "--warmup-ms", "0",
+                       "--cache", str(tmp_path / "cache")]) == 2
     assert "takes batch 1 only" in capsys.readouterr().err
 
 

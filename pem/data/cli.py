@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pem.data.synthetic import MIN_SIDE, generate_synthetic_dataset
 from pem.runtime.entry import command
-from pem.runtime.limits import MAX_IMAGE_SIDE
+from pem.runtime.limits import MAX_IMAGE_SIDE, float_in
 from pem.runtime.sizes import parse_size as parse_image_size
 
 PROG = "pem-data"
@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     video.add_argument("--size", required=True,
                        help=f"frame size HxW, each side {MIN_SIDE}..{MAX_IMAGE_SIDE}, e.g. 256x320")
     video.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    video.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
+    video.add_argument("--fps", type=float_in(0.0, 1000.0, low_open=True), default=10.0,
+                       help="frames per second, over 0 and up to 1000 (default 10)")
     return parser
 
 

@@ -37,7 +37,7 @@ def test_video_pans_across_the_scene(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--frames", "0", "--size", "64x64"], "frames must be at least 1"),
-    (["--frames", "3", "--size", "8x8"], "--size must be at least"),
+    (["--frames", "3", "--size", "8x8"], "each side must be in 32..8192 px"),
 ])
 def test_bad_video_requests_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
                                    message: str) -> None:
