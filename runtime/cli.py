@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from pem.runtime.coco_panoptic import write_json_atomic
+from pem.runtime.destinations import check_destination
 from pem.runtime.entry import command, one_line
 from pem.runtime.errors import EXIT_INTERNAL, PemError
 from pem.runtime.limits import float_in
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    check_destination(args.out, [args.artifact, args.source], what="--out", folder=True)
+    if args.video_out:
+        check_destination(args.video_out, [args.artifact, args.source], what="--video-out")
     providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
     try:
         predictor = Predictor(args.artifact, args.backend, providers, expect_preset=args.preset, threads=args.threads)

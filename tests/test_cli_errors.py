@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import onnx
@@ -57,6 +59,8 @@ CASES = [  # (script, arguments, exit status, a phrase of the one error line)
     ("pem-eval", "--config synthetic_panoptic_tiny --weights w.pth --data d --max-images 0", 2,
      "--max-images: must be at least 1"),
     ("pem-convert", "--config synthetic_panoptic_tiny copy.onnx copy.onnx", 2, "is the input"),
+    ("pem-predict", "plain.onnx model.engine --out out --video-out model.engine", 2,
+     "--video-out model.engine is the input"),
 ]
 
 
@@ -69,6 +73,17 @@ def test_bad_input_is_one_line(files: Path, script: str, arguments: str, status:
     assert done.returncode == status, done.stderr
     assert phrase in done.stderr.strip().splitlines()[-1]
     assert {p.name: p.read_bytes() for p in files.iterdir()} == before  # nothing written, no input replaced
+
+
+def test_ctrl_c_is_one_line_and_130(tmp_path: Path) -> None:
+    process = subprocess.Popen([str(BIN / "pem-data"), "synthetic", "--out", str(tmp_path / "data"), "--n", "5000",
+                                "--size", "256"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "data").exists() and time.monotonic() < deadline:  # started writing
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == EXIT_INTERRUPTED and err == "pem-data: interrupted\n"
 
 
 def test_batch_checked_against_the_graph_before_building(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
