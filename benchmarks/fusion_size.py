@@ -55,8 +55,6 @@ def frame(size: tuple[int, int]) -> np.ndarray:
 
 def child(artifact: str, size: tuple[int, int], threads: int) -> dict[str, Any]:
     """One frame in this (fresh) process: peak RSS in MiB, whether torch got imported, refusal message if any."""
-    import resource
-
     from pem.runtime import Predictor
     from pem.runtime.resolution import MemoryBudgetError
 
@@ -68,8 +66,17 @@ def child(artifact: str, size: tuple[int, int], threads: int) -> dict[str, Any]:
             predictor(image)
         except MemoryBudgetError as error:
             refused = str(error)
-    return {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": time.perf_counter() - start,
+    return {"rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - start,
             "torch_imported": "torch" in sys.modules, "refused": refused}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MiB: ``VmHWM`` of ``/proc/self/status`` (Linux). Not ``ru_maxrss``: a
+    child started by fork + exec inherits its parent's maximum there (getrusage(2): the maximum is kept over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status (peak RSS is read on Linux only)")
 
 
 def _export(preset: str, head: str, imgsz: tuple[int, int], work: Path) -> dict[str, Path]:
