@@ -334,6 +334,19 @@ def _check_batch(predictor: Any, batch: int, target: str) -> None:
             raise BenchError(f"--batch {batch}: {target} takes batch {fixed} only (export with --dynamic for others)")
 
 
+def _check_batch_memory(batch: int, size: tuple[int, int]) -> None:
+    """Refuse a batch whose host images alone exceed the memory budget (``PEM_MEMORY_BUDGET_MB``, shared with the
+    runtime's fusion budget): per image the decoded and preprocessed uint8 RGB copies and a float32 feed (6 bytes
+    a pixel and channel), before any activation."""
+    from pem.runtime.resolution import MEMORY_BUDGET_ENV, memory_budget_mb
+
+    budget = memory_budget_mb()
+    needed = batch * size[0] * size[1] * 3 * (1 + 1 + 4)
+    if needed > budget * 2**20:
+        raise BenchError(f"--batch {batch} at {size[0]}x{size[1]} needs about {needed / 2**20:,.0f} MiB of host "
+                         f"images, over the memory budget of {budget:,.0f} MiB ({MEMORY_BUDGET_ENV})")
+
+
 def _check_target(target: str) -> None:
     """An ONNX target must be a readable PEM graph; an engine file needs ``--backend tensorrt``."""
     if target.endswith((".engine", ".plan")):
@@ -384,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 @command("pem-bench")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _check_batch_memory(args.batch, args.imgsz)
     for output in (args.json, args.csv, args.plot):
         if output is not None:
             check_destination(output, [args.target, args.weights, args.image])

@@ -32,7 +32,7 @@ from pem.runtime.contract import DEFAULT_FUSION_SIZE, FUSION_SIZES, HEADS
 from pem.runtime.destinations import check_destination
 from pem.runtime.entry import command
 from pem.runtime.errors import PemError
-from pem.runtime.limits import MAX_IMAGE_SIDE, MIN_MODEL_SIDE, size_in
+from pem.runtime.limits import MAX_IMAGE_SIDE, MIN_MODEL_SIDE, int_in, size_in
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="resolution of the semantic/panoptic fusion: original (the official chain, exact, memory "
                             "grows with the camera), input (the network's input, default), mask (1/4 of it)")
     graph.add_argument("--dynamic", action="store_true", help="free batch, height and width")
-    graph.add_argument("--batch", type=int, default=1, help="batch size of a static graph (default 1)")
+    graph.add_argument("--batch", type=int_in(1, 256), default=1,
+                       help="batch size of a static graph, 1..256 (default 1)")
     graph.add_argument("--input", default="uint8", choices=sorted(INPUT_CHOICES),
                        help="uint8: image uint8 [B,h,w,3] RGB (default); float: float32 [B,3,h,w] in 0..255")
     graph.add_argument("--opset", type=int, default=19, help="ONNX opset (>= 19, default 19)")

@@ -60,7 +60,7 @@ def _assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: li
         ({"--format": "tflite"}, "invalid choice: 'tflite'"),
         ({"--imgsz": "256x"}, "bad size '256x'"),
         ({"--opset": "17"}, "opset 17 is too old"),
-        ({"--batch": "0"}, "batch and image size must be positive"),
+        ({"--batch": "0"}, "--batch: 0 out of range 1..256"),
         ({"--object-mask-threshold": "1.5"}, "object mask threshold must be in [0, 1]"),
         ({"--check-image": "missing.png"}, "cannot read the check image"),
         ({"--output": "blocker/model.onnx"}, "is not a writable folder"),
