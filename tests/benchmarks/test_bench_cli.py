@@ -62,15 +62,16 @@ def test_unavailable_configurations_fail_clearly(tmp_path: Path, capsys: pytest.
 def test_int8_and_fp16_derived_from_an_fp32_graph(tiny_onnx, synthetic_dataset, tmp_path: Path,  # noqa: ANN001
                                                   capsys: pytest.CaptureFixture) -> None:
     calibration, scenes = synthetic_dataset(6, (128, 128), seed=31), synthetic_dataset(3, (128, 128), seed=32)
-    args = [str(tiny_onnx("panoptic", (128, 128))), "--imgsz", "128x128", "--iters", "10", "--warmup-ms", "0",
+    source = tiny_onnx("panoptic", (128, 128))
+    args = [str(source), "--imgsz", "128x128", "--iters", "10", "--warmup-ms", "0",
             "--compare", "onnxruntime:fp16", "onnxruntime:int8", "--calib-data", str(calibration),
             "--accuracy", str(scenes), "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "b.json")]
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "b.json").read_text())
     assert [run["precision"] for run in report["runs"]] == ["fp32", "fp16", "int8"]
     names = sorted(p.name for p in (tmp_path / "cache").glob("*.onnx"))
-    assert len(names) == 2 and names[0] == "tiny_panoptic_128x128_fp16.onnx"
-    assert names[1].startswith("tiny_panoptic_128x128_int8_")  # tagged with its calibration images
+    assert len(names) == 2 and names[0] == f"{source.stem}_fp16.onnx"
+    assert names[1].startswith(f"{source.stem}_int8_")  # tagged with its calibration images
     fp32, fp16, int8 = (run["accuracy"]["PQ"] for run in report["runs"])
     assert fp16 == pytest.approx(fp32, abs=1.0) and int8 == pytest.approx(fp32, abs=5.0)
     assert main([*args[:-2], "--accuracy", str(calibration)]) == 2
