@@ -187,10 +187,13 @@ def accuracy(work: Path, scales: tuple[int, ...], scenes: int) -> dict[str, Any]
 
 
 def measure(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[int, int], threads: int, iters: int,
-            huge: tuple[int, int] | None, scales: tuple[int, ...], scenes: int, work: Path) -> dict[str, Any]:
-    """Timing, memory, accuracy and the acceptance figures of the graphs ``paths`` (``raw`` and each mode)."""
+            huge: tuple[int, int] | None, scales: tuple[int, ...], scenes: int, work: Path,
+            memory_sizes: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Timing, memory, accuracy and the acceptance figures of the graphs ``paths`` (``raw`` and each mode).
+    ``memory_sizes``: the frame sizes of the peak-RSS processes (None: ``sizes``), ``huge`` added."""
     result: dict[str, Any] = {"timing": timing(paths, sizes, imgsz, threads, iters)}
-    result["memory"] = memory(paths, sizes + ([huge] if huge else []), threads)
+    result["memory"] = memory(paths, (sizes if memory_sizes is None else memory_sizes) + ([huge] if huge else []),
+                              threads)
     result["accuracy"] = accuracy(work, scales, scenes)
     result["acceptance"] = checks(result, sizes, huge)
     return result
@@ -204,7 +207,7 @@ def checks(result: dict[str, Any], sizes: list[tuple[int, int]], huge: tuple[int
         "input_large_over_small": times[large]["median_ms"] / times[small]["median_ms"],
         "input_middle_over_small": times[middle]["median_ms"] / times[small]["median_ms"],
         "input_small_over_raw_graph": times[small]["median_ms"] / result["timing"]["raw_graph_median_ms"],
-        "input_large_peak_rss_mb": result["memory"]["input"][large].get("rss_mb"),
+        "input_large_peak_rss_mb": result["memory"]["input"].get(large, {}).get("rss_mb"),
     }
     figures["met"] = {
         "large_over_small_at_most_2.0": figures["input_large_over_small"] <= 2.0,
