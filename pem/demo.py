@@ -40,8 +40,8 @@ def run(config_name: str, weights: str | None, image_source: str, out: Path) -> 
     started = time.perf_counter()
     model = pem.build_model(config_name, weights).eval()
     built = time.perf_counter()
-    torch.set_grad_enabled(False)
-    prediction = predict(model, image)
+    with torch.no_grad():
+        prediction = predict(model, image)
     predicted = time.perf_counter()
     timings = {"build_model_ms": (built - started) * 1e3, "predict_ms": (predicted - built) * 1e3}
     shapes = {"batch": "dynamic", "height": "dynamic", "width": "dynamic"}

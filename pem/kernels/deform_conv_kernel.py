@@ -45,11 +45,8 @@ def deform_conv2d_kernel(
         x = (out_col * stride_w - pad_w + (tap % KW) * dil_w).to(tl.float32) + dx
         # A NaN coordinate contributes zero, as the official kernel's bounds test gives; far-away (and infinite)
         # samples are clamped to just outside the image, where all four neighbours are zero anyway.
-        sampled = (y == y) & (x == x)
-        y = tl.where(sampled, y, -2.0)
-        x = tl.where(sampled, x, -2.0)
-        y = tl.minimum(tl.maximum(y, -2.0), height + 1.0)
-        x = tl.minimum(tl.maximum(x, -2.0), width + 1.0)
+        y = tl.minimum(tl.maximum(tl.where(y == y, y, -2.0), -2.0), height + 1.0)
+        x = tl.minimum(tl.maximum(tl.where(x == x, x, -2.0), -2.0), width + 1.0)
         y_low = tl.floor(y)
         x_low = tl.floor(x)
         frac_y = y - y_low

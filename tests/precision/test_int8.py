@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pem.benchmarks.agreement import matched_pixel_agreement
 from pem.calibration.coverage import int8_node_names, mac_coverage, node_macs
 from pem.calibration.images import CalibrationDataError, list_images, load_rgb, require_disjoint
 from pem.calibration.int8_export import quantize_to_int8
@@ -73,7 +74,8 @@ def test_qdq_graph_quantizes_all_but_the_islands(quantizer: Int8Quantizer) -> No
     onnx.save(model, str(path))
     with Predictor(path) as int8_predictor:
         got = int8_predictor(image)
-    assert np.mean(got.panoptic == want.panoptic) > 0.9
+    # segment ids are numbered in query order, so one extra kept segment renumbers the rest: compare matched segments
+    assert matched_pixel_agreement(want.panoptic, got.panoptic) > 0.9
 
 
 def test_tensorrt_target_has_symmetric_int8_activations(tiny_onnx: Callable[..., Path],
