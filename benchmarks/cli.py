@@ -26,6 +26,7 @@ from PIL import Image
 from pem.benchmarks.environment import environment
 from pem.benchmarks.report import BenchRun, table, write_csv, write_json, write_plot
 from pem.benchmarks.stats import spread_warning, summarize
+from pem.runtime.backends import backend_names
 from pem.runtime.destinations import check_destination
 from pem.runtime.entry import command
 from pem.runtime.errors import PemError
@@ -33,9 +34,6 @@ from pem.runtime.limits import MAX_IMAGE_SIDE, MIN_MODEL_SIDE, float_in, int_in,
 
 if TYPE_CHECKING:
     from pem.export.precision.apply import PrecisionRequest
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -47,8 +45,8 @@ class RunSpec:
     @classmethod
     def parse(cls, text: str, default_precision: str) -> RunSpec:
         backend, _, precision = text.partition(":")
-        if backend not in BACKENDS:
-            raise BenchError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        if backend not in backend_names():
+            raise BenchError(f"unknown backend {backend!r}; expected one of {', '.join(backend_names())}")
         return cls(backend, precision or default_precision)
 
 
@@ -85,7 +83,7 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
     if spec.backend == "tensorrt":
         return _engine_predictor(target, spec, args)
     if spec.backend == "torch":
-        from pem.torch_backend import TorchBackend
+        from pem.export.torch_backend import TorchBackend
 
         artifact = args.weights or (target if target.endswith((".pth", ".pt")) else f"preset:{target}")
         if target.endswith(".onnx"):
@@ -96,6 +94,10 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
         except ValueError as error:  # the backend's argument checks (precision, device)
             raise BenchError(str(error)) from None
         return Predictor(backend, input_size=size)
+    if spec.backend != "onnxruntime":  # any other registered backend opens the artifact itself
+        if spec.precision != "fp32":
+            raise BenchError(f"the {spec.backend} backend runs its artifact as it is: drop :{spec.precision}")
+        return Predictor(target, backend=spec.backend, input_size=size)
     from pem.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     if target.endswith(".onnx") and not Path(target).is_file():
@@ -185,7 +187,7 @@ def export_cached(target: str, args: argparse.Namespace, cache: Path) -> Path:
 
     height, width = args.imgsz
     if target.endswith((".pth", ".pt")):
-        from pem.torch_backend import load_model
+        from pem.export.torch_backend import load_model
 
         model = load_model(target)
     else:
@@ -360,7 +362,7 @@ def _check_target(target: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pem-bench", description=__doc__.splitlines()[0])
     parser.add_argument("target", help="ONNX artifact, checkpoint (.pth) or preset name")
-    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    parser.add_argument("--backend", default="onnxruntime", choices=backend_names())
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     parser.add_argument("--imgsz", type=size_in(MIN_MODEL_SIDE, MAX_IMAGE_SIDE), default=(512, 512),

@@ -161,10 +161,10 @@ def accuracy(work: Path, scales: tuple[int, ...], scenes: int) -> dict[str, Any]
     """PQ/mIoU of the trained tiny fixture per mode on held-out scenes at each scale, and matched agreement."""
     from pem.benchmarks.agreement import matched_pixel_agreement
     from pem.data.synthetic import generate_synthetic_dataset
+    from pem.export.torch_backend import TorchBackend
     from pem.metrics.predictor_accuracy import panoptic_folder_accuracy
     from pem.runtime import Predictor
     from pem.runtime.images import read_image
-    from pem.torch_backend import TorchBackend
 
     out: dict[str, Any] = {}
     for scale in scales:

@@ -110,8 +110,8 @@ def panoptic_stage(weights: str, device: str, size: tuple[int, int], iterations:
     """Paper mode against the fast path on one image; fills ``captured`` with the deformable layer's inputs."""
     import torch
 
+    from pem.export.torch_backend import TorchBackend
     from pem.runtime import Predictor
-    from pem.torch_backend import TorchBackend
 
     with paper_mode() as settings:
         backend = TorchBackend(weights, head="panoptic", device=device)
@@ -203,7 +203,7 @@ def deform_stage(captured: dict[str, Any], device: str, iterations: int) -> dict
 
 def semantic_stage(device: str, smoke: bool) -> dict[str, Any]:
     """Device time of the fast path's semantic head (random weights: timing only)."""
-    from pem.torch_backend import TorchBackend
+    from pem.export.torch_backend import TorchBackend
 
     preset, size = ("synthetic_panoptic_tiny", (128, 128)) if smoke else ("ade20k_semantic_r50", (512, 512))
     image, source = test_image(preset, size)

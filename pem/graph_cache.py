@@ -4,7 +4,7 @@ A captured graph owns static input buffers (its inputs are copied into them befo
 output buffers (replay overwrites them). ``GraphCache.run`` copies the caller's inputs in, replays, and lets the
 caller read the outputs, all under one lock, so two threads never interleave around the same buffers. The
 least recently used graph is dropped (with its buffers) before a new one is captured beyond ``max_graphs``.
-The capture itself is the caller's (``pem.torch_backend`` captures CUDA graphs); tests drive this class with
+The capture itself is the caller's (``pem.export.torch_backend`` captures CUDA graphs); tests drive this class with
 any callable as ``replay``.
 """
 from __future__ import annotations

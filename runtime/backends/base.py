@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,6 +36,9 @@ class Backend(ABC):
     """Base class of the backends: checks the feed, keeps the timings, manages the lifetime."""
 
     name: str = "base"
+    #: File suffixes (lower case, with dot) and URL schemes this backend opens, read by the backend registry.
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    url_schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, artifact: str) -> None:
         """Subclasses load the artifact and fill ``_inputs``, ``_outputs`` and ``_metadata``."""

@@ -2,8 +2,9 @@
 
 Opening reads the manifest first (``pem.runtime.engine_manifest``) and refuses, with the reasons in words, an
 engine built for another TensorRT version or GPU or needing an unregistered plugin. TensorRT's standard plugins
-are registered before deserializing, and PEM's (``pem.export.tensorrt.plugins``, when installed) for engines
-whose manifest lists a PEM plugin that is not compiled in; ``pem-export`` engines carry the plugin kernels
+are registered before deserializing, and the plugin libraries the caller passes (by default those of the
+``pem.tensorrt_plugins`` entry-point group: PEM's own when ``pem.export`` is installed) for engines whose manifest
+lists a PEM plugin that is not compiled in; ``pem-export`` engines carry the plugin kernels
 (ahead-of-time) and need neither Python nor Triton to run them.
 
 Buffers come from cuda-python (``cuda.bindings.runtime``): device memory per tensor, pinned host staging, one
@@ -22,13 +23,14 @@ TensorRT and cuda-python are imported when a backend is opened, never at import 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import importlib
 import sys
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ TENSORRT_HINT = ("TensorRT's Python package is not installed. Jetson: it comes w
                  "python3-libnvinfer); desktop: pip install tensorrt (wheels from pypi.nvidia.com). "
                  "See docs/tensorrt.md")
 CUDA_HINT = "cuda-python is not installed: pip install cuda-python (or the extra pem-edge[trt])"
-PLUGIN_MODULE = "pem.export.tensorrt.plugins"
+PLUGIN_ENTRY_POINT_GROUP = "pem.tensorrt_plugins"
 PROVIDER_NAMES = ("tensorrt", "trt")
 
 
@@ -168,7 +170,11 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, artifact: str | Path, providers: Sequence[Any] | None = None) -> None:
+    def __init__(self, artifact: str | Path, providers: Sequence[Any] | None = None,
+                 plugin_loaders: Sequence[Callable[[], object]] | None = None) -> None:
+        """``plugin_loaders``: callables that register the plugin libraries an engine without embedded kernels needs
+        (None: those of the ``pem.tensorrt_plugins`` entry-point group, e.g. PEM's own when ``pem.export`` is
+        installed); called only when the engine's manifest names a plugin that is not embedded."""
         super().__init__(str(artifact))
         path = Path(artifact)
         if not path.is_file():
@@ -180,7 +186,9 @@ class TensorRTBackend(Backend):
         logger = make_logger(trt)
         trt.init_libnvinfer_plugins(logger, "")
         if any(p.name.startswith(f"{PROTOTYPE_GATHER_DOMAIN}::") and not p.embedded for p in manifest.plugins):
-            _register_pem_plugins()
+            for load in _plugin_loaders() if plugin_loaders is None else plugin_loaders:
+                with contextlib.suppress(ImportError):  # the manifest check below names what is still missing
+                    load()
         problems = compatibility_problems(manifest, trt.__version__, *device_facts(device), registered_plugins(trt))
         if problems:
             raise ArtifactError(f"{path} cannot run here:\n  - " + "\n  - ".join(problems))
@@ -406,9 +414,14 @@ def _provider_options(providers: Sequence[Any] | None) -> tuple[int, bool]:
     return int(options.get("device_id", 0)), bool(options.get("cuda_graph", False))
 
 
-def _register_pem_plugins() -> None:
-    """Register PEM's plugins when ``pem.export`` is installed (engines with embedded kernels run without)."""
-    try:
-        importlib.import_module(PLUGIN_MODULE).register_plugins()
-    except ImportError:
-        pass
+def _plugin_loaders() -> list[Callable[[], object]]:
+    """The registration functions of the installed ``pem.tensorrt_plugins`` entry points; one that cannot be
+    imported (its package lacks Triton or torch) is skipped: an engine that needs it then fails the manifest's
+    plugin check with a message naming the plugin."""
+    loaders = []
+    for entry in entry_points(group=PLUGIN_ENTRY_POINT_GROUP):
+        try:
+            loaders.append(entry.load())
+        except ImportError:
+            continue
+    return loaders

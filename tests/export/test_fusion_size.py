@@ -106,7 +106,7 @@ def test_new_heads_pass_the_tensorrt_lint(panoptic_input: Path, semantic_mask: P
 
 
 def test_torch_backend_takes_the_fusion_size(semantic_mask: Path, scene: np.ndarray) -> None:
-    from pem.torch_backend import TorchBackend
+    from pem.export.torch_backend import TorchBackend
     from tests.conftest import TINY_WEIGHTS
 
     backend = TorchBackend(TINY_WEIGHTS, head="semantic", fusion_size="mask")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from pem.benchmarks.agreement import matched_pixel_agreement
+from pem.export.torch_backend import TorchBackend
 from pem.kernels import deform_conv2d_fast, deform_conv2d_triton, interpreted_on_cpu, use_triton
 from pem.ops.deform_conv import deform_conv2d, deform_conv2d_reference
 from pem.runtime import Predictor
-from pem.torch_backend import TorchBackend
 from tests.kernels.test_deform_conv import INTERPRETER_RTOL, _tensors
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic_panoptic_tiny.pth"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import pem
+from pem.export.torch_backend import TorchBackend
 from pem.inference import predict
 from pem.runtime import Predictor
-from pem.torch_backend import TorchBackend
 from tests.conftest import load_photo
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic_panoptic_tiny.pth"

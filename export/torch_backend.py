@@ -68,6 +68,7 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    suffixes = (".pth", ".pt")
 
     def __init__(self, artifact: str | Path, providers: Sequence[Any] | None = None, head: str = "panoptic",
                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
