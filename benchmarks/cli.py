@@ -113,9 +113,9 @@ def precision_graph(graph: Path, precision: str, args: argparse.Namespace, cache
     ``--calib-data``) and cached."""
     import onnx
 
-    from pem.export.metadata import read_metadata
     from pem.export.precision.apply import PrecisionRequest, apply_precision
     from pem.runtime.contract import META_PRECISION
+    from pem.runtime.metadata import read_metadata
 
     have = read_metadata(onnx.load(str(graph), load_external_data=False)).get(META_PRECISION, "fp32")
     if have == precision:

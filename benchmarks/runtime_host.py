@@ -52,8 +52,7 @@ def panoptic_outputs(height: int, width: int, segments: int, queries: int, num_c
 
 def time_postprocess(repeats: int = 50) -> dict[str, float]:
     from pem.config import get_preset
-    from pem.export.metadata import graph_metadata
-    from pem.runtime.metadata import ArtifactMetadata
+    from pem.runtime.metadata import ArtifactMetadata, graph_metadata
     from pem.runtime.postprocess import Geometry, postprocess
 
     config = get_preset("cityscapes_panoptic_r50")

@@ -13,8 +13,8 @@ from pem.calibration.images import list_images, load_rgb, require_disjoint
 from pem.calibration.quantize import Int8Quantizer
 from pem.calibration.recipe import QuantRecipe
 from pem.calibration.sensitivity import DEFAULT_BUDGET, SearchResult, folder_evaluator, search_fp32_blocks
-from pem.export.metadata import write_metadata
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
+from pem.runtime.metadata import write_metadata
 
 if TYPE_CHECKING:
     import onnx

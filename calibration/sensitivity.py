@@ -91,8 +91,8 @@ def folder_evaluator(dataset: str | Path, max_images: int | None = None) -> Eval
 
 def metric_name(model: onnx.ModelProto) -> str:
     """``PQ`` for a panoptic-head graph, else ``mIoU``."""
-    from pem.export.metadata import read_metadata
     from pem.runtime.contract import META_HEAD
+    from pem.runtime.metadata import read_metadata
 
     return "PQ" if read_metadata(model).get(META_HEAD) == "panoptic" else "mIoU"
 

@@ -3,6 +3,6 @@
 ``pem.export.onnx_export``: ``export_onnx(model, ExportOptions(...)) -> onnx.ModelProto`` and ``save_onnx``;
 ``pem.export.wrapper``: the export-only ``ExportWrapper`` (inputs, in-graph pre-processing, heads);
 ``pem.export.custom_ops``: the ONNX function of ``pem::PrototypeGather``;
-``pem.export.metadata``: the graph's ``metadata_props``; ``pem.export.parity``: ``check_parity``;
+(the graph's ``metadata_props`` are written by ``pem.runtime.metadata``); ``pem.export.parity``: ``check_parity``;
 ``pem.export.cli``: the ``pem-export`` command. Names and keys come from ``pem.runtime.contract``.
 """

@@ -20,7 +20,6 @@ import torch
 from pem.export._deps import require
 from pem.export.custom_ops import attach_local_functions
 from pem.export.errors import ExportError
-from pem.export.metadata import graph_metadata, write_metadata
 from pem.export.wrapper import ExportWrapper
 from pem.modeling.pem_model import PEM
 from pem.ops.deform_conv import deform_conv2d_backend
@@ -28,12 +27,15 @@ from pem.runtime.contract import (
     FUSION_ORIGINAL,
     FUSION_SIZES,
     HEADS,
+    IMAGE_AXES,
     IMAGE_INPUTS,
     INPUT_LAYOUTS,
     INPUT_ORIG_SIZE,
+    LAYOUT_UINT8_NHWC,
     OUTPUTS,
     SCOPE_SEPARATOR,
 )
+from pem.runtime.metadata import graph_metadata, write_metadata
 
 if TYPE_CHECKING:
     import onnx
@@ -222,12 +224,11 @@ def _example_inputs(
     height, width = options.imgsz
     batch = max(options.batch, 2) if options.dynamic else options.batch
     generator = torch.Generator().manual_seed(0)
-    if options.input_layout == "uint8_nhwc":
+    if options.input_layout == LAYOUT_UINT8_NHWC:
         image = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=generator)
-        free_axes = (0, 1, 2)
     else:
         image = torch.rand((batch, 3, height, width), generator=generator) * 255
-        free_axes = (0, 2, 3)
+    free_axes = IMAGE_AXES[options.input_layout]
     image_name = IMAGE_INPUTS[options.input_layout]
     args: tuple[torch.Tensor, ...] = (image,)
     names = [image_name]
@@ -247,8 +248,7 @@ def _name_dimensions(proto: onnx.ModelProto, image_name: str, layout: str) -> No
     inputs, outputs and value infos, inside expressions too."""
     image = next(i for i in proto.graph.input if i.name == image_name)
     dims = image.type.tensor_type.shape.dim
-    axes = (0, 1, 2) if layout == "uint8_nhwc" else (0, 2, 3)
-    mapping = {dims[a].dim_param: name for a, name in zip(axes, DIMENSION_NAMES) if dims[a].dim_param}
+    mapping = {dims[a].dim_param: name for a, name in zip(IMAGE_AXES[layout], DIMENSION_NAMES) if dims[a].dim_param}
     params = {d.dim_param for v in _value_infos(proto) for d in v.type.tensor_type.shape.dim}
     unbacked = sorted({s for p in params for s in re.findall(r"\bu\d+\b", p)}, key=lambda s: int(s[1:]))
     mapping.update(zip(unbacked, ORIGINAL_DIMENSION_NAMES))

@@ -18,7 +18,7 @@ def read_pem_onnx(path: Path | str, *, external_data: bool = True) -> onnx.Model
     from google.protobuf.message import DecodeError
 
     from pem.export._deps import require
-    from pem.export.metadata import read_metadata
+    from pem.runtime.metadata import read_metadata
 
     onnx = require("onnx")
     path = Path(path)

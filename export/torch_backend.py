@@ -21,14 +21,17 @@ import torch
 
 from pem.graph_cache import CapturedGraph, GraphCache
 from pem.runtime.backends.base import Backend, TensorInfo
-from pem.runtime.contract import FUSION_ORIGINAL, INPUT_IMAGE, INPUT_IMAGE_FLOAT, INPUT_ORIG_SIZE, OUTPUTS
+from pem.runtime.contract import (
+    FUSION_ORIGINAL,
+    IMAGE_DIMENSIONS,
+    IMAGE_DTYPES,
+    IMAGE_INPUTS,
+    INPUT_ORIG_SIZE,
+    OUTPUT_DTYPES,
+    OUTPUTS,
+)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_OUTPUT_DTYPES = {
-    "pred_logits": np.float32, "pred_masks": np.float32, "semantic": np.int64, "query_scores": np.float32,
-    "query_labels": np.int64, "winner": np.int32, "winner_area": np.int64, "mask_area": np.int64,
-    "visible_area": np.int64,
-}
 
 
 def load_model(artifact: str | Path) -> Any:
@@ -53,7 +56,7 @@ class TorchBackend(Backend):
         head: ``raw``, ``semantic`` or ``panoptic`` (as ``pem-export --head``).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``; ``fp16`` (CUDA) and ``bf16`` (CUDA and CPU) run under autocast with the model's own
-            FP32 regions (``pem.modeling.precision``). Outputs are float32 on the host.
+            FP32 regions (``pem.ops.precision``). Outputs are float32 on the host.
         channels_last: NHWC memory format for the convolutions (the input stays NCHW-contiguous: the weights'
             format decides the convolutions' layout).
         cuda_graph: capture the whole forward once per input shape and replay it (CUDA; no host synchronisation
@@ -75,8 +78,8 @@ class TorchBackend(Backend):
                  cuda_graph: bool = False, input_layout: str = "uint8_nhwc", max_graphs: int = 4,
                  fusion_size: str = FUSION_ORIGINAL) -> None:
         super().__init__(str(artifact))
-        from pem.export.metadata import graph_metadata
         from pem.export.wrapper import ExportWrapper
+        from pem.runtime.metadata import graph_metadata
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -91,13 +94,11 @@ class TorchBackend(Backend):
         self.dtype = PRECISIONS[precision]  # fp16/bf16 run under autocast: FP32 weights, per-op casts
         self.wrapper = ExportWrapper(model, head, input_layout, fusion_size=fusion_size).eval()
         self.head, self.precision, self.cuda_graph = head, precision, cuda_graph
-        image_name = INPUT_IMAGE if input_layout == "uint8_nhwc" else INPUT_IMAGE_FLOAT
-        image_info = TensorInfo(image_name, np.dtype(np.uint8 if input_layout == "uint8_nhwc" else np.float32),
-                                ("batch", "height", "width", 3) if input_layout == "uint8_nhwc"
-                                else ("batch", 3, "height", "width"))
+        image_info = TensorInfo(IMAGE_INPUTS[input_layout], np.dtype(IMAGE_DTYPES[input_layout]),
+                                IMAGE_DIMENSIONS[input_layout])
         takes_size = head != "raw" and fusion_size == FUSION_ORIGINAL
         self._inputs = [image_info] + ([TensorInfo(INPUT_ORIG_SIZE, np.dtype(np.int64), (2,))] if takes_size else [])
-        self._outputs = [TensorInfo(n, np.dtype(_OUTPUT_DTYPES[n]), ()) for n in OUTPUTS[head]]
+        self._outputs = [TensorInfo(n, np.dtype(OUTPUT_DTYPES[n]), ()) for n in OUTPUTS[head]]
         shapes = {"batch": "dynamic", "height": "dynamic", "width": "dynamic"}
         self._metadata = graph_metadata(model.config, head, input_layout, shapes, opset=0, fusion_size=fusion_size)
         self._metadata["pem.precision"] = precision
@@ -157,7 +158,7 @@ class TorchBackend(Backend):
     def _to_host(tensor: torch.Tensor, name: str) -> np.ndarray:
         """A copy on the host in the contract's dtype (float outputs as float32)."""
         value = tensor.float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
-        return value.astype(_OUTPUT_DTYPES[name], copy=False)
+        return value.astype(OUTPUT_DTYPES[name], copy=False)
 
     def _forward(self, image: torch.Tensor, orig_size: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         if self.dtype == torch.float32:

@@ -12,6 +12,7 @@ from functools import cache, lru_cache
 from importlib import resources
 
 from pem.runtime.errors import PemError
+from pem.runtime.metadata import ClassInfo
 
 PIXEL_MEAN = (123.675, 116.280, 103.530)  # RGB, 0..255 scale
 PIXEL_STD = (58.395, 57.120, 57.375)
@@ -52,17 +53,6 @@ class ModelConfig:
     num_queries: int = 100
     dec_layers: int = 6  # the official config says 7: one prediction comes from the learnable queries
     csm_reduction: int = 2  # CSM MLP reduction factor
-
-
-@dataclass(frozen=True)
-class Category:
-    """One class: ``id`` is the contiguous index 0..K-1 the model predicts."""
-
-    id: int
-    name: str
-    isthing: bool
-    color: tuple[int, int, int]
-    dataset_id: int
 
 
 @dataclass(frozen=True)
@@ -108,7 +98,7 @@ class PEMConfig:
     dataset: str
     task: str  # "semantic" | "panoptic"
     model: ModelConfig
-    categories: tuple[Category, ...]
+    categories: tuple[ClassInfo, ...]
     test: TestConfig
     train: TrainConfig
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
@@ -130,7 +120,7 @@ class PEMConfig:
 
 
 @cache
-def load_categories(dataset: str) -> tuple[Category, ...]:
+def load_categories(dataset: str) -> tuple[ClassInfo, ...]:
     """Class table of ``cityscapes`` (19 trainIds) or ``ade20k`` (150 classes), in contiguous-id order."""
     files = {"cityscapes": "cityscapes_19.json", "ade20k": "ade20k_150.json"}
     text = resources.files("pem").joinpath("categories", files[dataset]).read_text()
@@ -138,7 +128,7 @@ def load_categories(dataset: str) -> tuple[Category, ...]:
     id_key = "train_id" if dataset == "cityscapes" else "contiguous_id"
     dataset_key = "label_id" if dataset == "cityscapes" else "dataset_id"
     categories = tuple(
-        Category(r[id_key], r["name"], bool(r["isthing"]), tuple(r["color"]), r[dataset_key]) for r in rows
+        ClassInfo(r[id_key], r["name"], bool(r["isthing"]), tuple(r["color"]), r[dataset_key]) for r in rows
     )
     if [c.id for c in categories] != list(range(len(categories))):
         raise ValueError(f"{files[dataset]}: contiguous ids are not 0..{len(categories) - 1} in order")
@@ -148,7 +138,7 @@ def load_categories(dataset: str) -> tuple[Category, ...]:
 # Synthetic scenes (pem-data synthetic): 4 thing and 4 stuff classes with textures, for tests and demos.
 # Dataset ids (COCO-panoptic category ids) are 1..8; contiguous ids 0..7.
 SYNTHETIC_CATEGORIES = tuple(
-    Category(i, name, isthing, color, i + 1)
+    ClassInfo(i, name, isthing, color, i + 1)
     for i, (name, isthing, color) in enumerate(
         [
             ("grass", False, (70, 140, 60)),

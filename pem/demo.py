@@ -30,9 +30,8 @@ def run(config_name: str, weights: str | None, image_source: str, out: Path) -> 
     import torch
 
     import pem
-    from pem.export.metadata import graph_metadata
     from pem.inference import predict
-    from pem.runtime.metadata import ArtifactMetadata
+    from pem.runtime.metadata import ArtifactMetadata, graph_metadata
     from pem.runtime.outputs import write_image
     from pem.runtime.result import Result
 

@@ -42,14 +42,25 @@ FUSION_ORIGINAL = "original"
 FUSION_SIZES = (FUSION_ORIGINAL, "input", "mask")
 DEFAULT_FUSION_SIZE = "input"  # of new exports; artifacts without ``pem.fusion_size`` are ``original``
 MASK_STRIDE = 4  # input pixels per mask-logit pixel
-INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
-IMAGE_INPUTS = {"uint8_nhwc": INPUT_IMAGE, "float_nchw": INPUT_IMAGE_FLOAT}  # the image input of each layout
+LAYOUT_UINT8_NHWC = "uint8_nhwc"
+LAYOUT_FLOAT_NCHW = "float_nchw"
+INPUT_LAYOUTS = (LAYOUT_UINT8_NHWC, LAYOUT_FLOAT_NCHW)
+IMAGE_INPUTS = {LAYOUT_UINT8_NHWC: INPUT_IMAGE, LAYOUT_FLOAT_NCHW: INPUT_IMAGE_FLOAT}  # the image input of each layout
+IMAGE_DTYPES = {LAYOUT_UINT8_NHWC: "uint8", LAYOUT_FLOAT_NCHW: "float32"}
+IMAGE_AXES = {LAYOUT_UINT8_NHWC: (0, 1, 2), LAYOUT_FLOAT_NCHW: (0, 2, 3)}  # positions of B, H, W in the image input
+IMAGE_DIMENSIONS = {  # the image input's dims, named where they are free in a dynamic graph
+    LAYOUT_UINT8_NHWC: ("batch", "height", "width", 3), LAYOUT_FLOAT_NCHW: ("batch", 3, "height", "width"),
+}
 
 RAW_OUTPUTS = ("pred_logits", "pred_masks")
 SEMANTIC_OUTPUTS = ("semantic",)
 PANOPTIC_OUTPUTS = ("query_scores", "query_labels", "winner", "winner_area", "mask_area", "visible_area")
 COUNT_OUTPUTS = ("winner_area", "mask_area", "visible_area")  # integer pixel counts per query (not labels)
 OUTPUTS = {"raw": RAW_OUTPUTS, "semantic": SEMANTIC_OUTPUTS, "panoptic": PANOPTIC_OUTPUTS}
+OUTPUT_DTYPES = {  # numpy dtype names of every output (floats are float32 on the host whatever the precision)
+    "pred_logits": "float32", "pred_masks": "float32", "semantic": "int64", "query_scores": "float32",
+    "query_labels": "int64", "winner": "int32", "winner_area": "int64", "mask_area": "int64", "visible_area": "int64",
+}
 
 # The custom node ``pem::PrototypeGather`` (inputs memory [B, N, C], queries [B, Q, C], mask logits [B, Q, N];
 # output [B, Q, C]; int attribute ``num_heads``), defined by a model-local ONNX function of standard ops.
@@ -57,6 +68,8 @@ PROTOTYPE_GATHER_DOMAIN = "pem"
 PROTOTYPE_GATHER_OP = "PrototypeGather"
 PROTOTYPE_GATHER_NUM_HEADS = "num_heads"
 PROTOTYPE_GATHER_VERSION = 1  # opset version of the "pem" domain
+# Our FP32-accurate deformable convolution for TensorRT, in the "pem" domain: TensorRT's importer owns "DeformConv".
+DEFORM_CONV2D_OP = "DeformConv2d"
 
 # Node names of exported graphs are "<module path><SCOPE_SEPARATOR><exporter's name>", e.g.
 # "model.backbone.stages.0.0/node_Conv_12"; nodes of the export wrapper itself (pre/post-processing) carry no path.

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from pem.runtime.coco_panoptic import PathLike, write_atomic
-from pem.runtime.contract import IMAGE_INPUTS, META_HEAD, META_INPUT_LAYOUT, META_PRESET, PROTOTYPE_GATHER_DOMAIN
+from pem.runtime.contract import (
+    IMAGE_AXES,
+    IMAGE_INPUTS,
+    LAYOUT_UINT8_NHWC,
+    META_HEAD,
+    META_INPUT_LAYOUT,
+    META_PRESET,
+    PROTOTYPE_GATHER_DOMAIN,
+)
 from pem.runtime.metadata import ArtifactError
 
 __all__ = [
@@ -157,9 +165,9 @@ def rebuild_command(manifest: EngineManifest) -> str:
         return str(command)
     preset = manifest.metadata.get(META_PRESET, "PRESET")
     head = manifest.metadata.get(META_HEAD, "raw")
-    layout = manifest.metadata.get(META_INPUT_LAYOUT, "uint8_nhwc")
+    layout = manifest.metadata.get(META_INPUT_LAYOUT, LAYOUT_UINT8_NHWC)
     image = manifest.profiles.get(IMAGE_INPUTS.get(layout, ""))
-    axes = (0, 1, 2) if layout == "uint8_nhwc" else (0, 2, 3)  # B, H, W in the image input's layout
+    axes = IMAGE_AXES.get(layout, IMAGE_AXES[LAYOUT_UINT8_NHWC])
     shape_option = "" if image is None else " --shapes " + ",".join(
         _dims(tuple(dims[a] for a in axes)) for dims in (image.min, image.opt, image.max))
     return (f"pem-export --config {preset} --weights YOUR_WEIGHTS.pth --head {head} --format engine "

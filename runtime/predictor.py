@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pem.runtime.backends import Backend, open_backend
-from pem.runtime.contract import FUSION_ORIGINAL, IMAGE_INPUTS, INPUT_IMAGE, INPUT_ORIG_SIZE, OUTPUTS
+from pem.runtime.contract import FUSION_ORIGINAL, IMAGE_AXES, IMAGE_INPUTS, INPUT_IMAGE, INPUT_ORIG_SIZE, OUTPUTS
 from pem.runtime.metadata import ArtifactError, ArtifactMetadata
 from pem.runtime.postprocess import Geometry, postprocess
 from pem.runtime.preprocess import check_image, resize_to, shortest_edge_size
@@ -102,8 +102,7 @@ class Predictor:
     def _graph_size(self) -> tuple[int, int] | None:
         """The (h, w) the graph's image input fixes, None when either is free."""
         info = next(i for i in self.backend.inputs if i.name == self._image_input)
-        axes = (1, 2) if self.metadata.input_layout == "uint8_nhwc" else (2, 3)
-        height, width = (info.fixed(axis) for axis in axes)
+        height, width = (info.fixed(axis) for axis in IMAGE_AXES[self.metadata.input_layout][1:])
         return (height, width) if height is not None and width is not None else None
 
     def full_size_channels(self) -> int:

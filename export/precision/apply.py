@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pem.export.metadata import read_metadata, write_metadata
 from pem.export.precision.compare import compare_with_fp32
 from pem.export.precision.fp16 import Fp32Islands, convert_to_fp16
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
 from pem.runtime.errors import PemError
+from pem.runtime.metadata import read_metadata, write_metadata
 
 if TYPE_CHECKING:
     import onnx

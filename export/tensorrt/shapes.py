@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pem.runtime.contract import IMAGE_INPUTS, INPUT_ORIG_SIZE
+from pem.runtime.contract import IMAGE_AXES, IMAGE_INPUTS, INPUT_ORIG_SIZE
 from pem.runtime.engine_manifest import ProfileRange
 from pem.runtime.errors import PemError
 
@@ -83,7 +83,7 @@ def engine_shapes(inputs: Mapping[str, Sequence[Dim]], layout: str, shapes: str 
     dims = tuple(inputs[image])
     if len(dims) != 4:
         raise ShapeError(f"the image input {image!r} must have rank 4, got {dims}")
-    axes = (0, 1, 2) if layout == "uint8_nhwc" else (0, 2, 3)  # positions of B, H, W
+    axes = IMAGE_AXES[layout]
     graph_bhw = tuple(dims[a] for a in axes)
     if shapes is None:
         if any(d is None for d in graph_bhw):

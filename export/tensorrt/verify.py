@@ -150,7 +150,7 @@ def check_feed(onnx_path: str | Path, image: np.ndarray, manifest: EngineManifes
     """The check image ``image`` (uint8 [H, W, 3] RGB) as the runtime feeds ``onnx_path`` -> (feed, geometry,
     metadata). With an engine's ``manifest``: a dynamic graph is fed at the profile's opt size, and an image whose
     size lies outside the engine's ``orig_size`` range is first resized to the range's opt size."""
-    from pem.runtime.contract import IMAGE_INPUTS, INPUT_ORIG_SIZE
+    from pem.runtime.contract import IMAGE_AXES, IMAGE_INPUTS, INPUT_ORIG_SIZE
     from pem.runtime.predictor import Predictor
 
     input_size = None
@@ -161,8 +161,8 @@ def check_feed(onnx_path: str | Path, image: np.ndarray, manifest: EngineManifes
     with Predictor(onnx_path, providers=["cpu"]) as predictor:
         if manifest is not None and predictor.fixed_size is None:
             profile = manifest.profiles[IMAGE_INPUTS[predictor.metadata.input_layout]]
-            nhwc = predictor.metadata.input_layout == "uint8_nhwc"
-            input_size = tuple(int(d) for d in (profile.opt[1:3] if nhwc else profile.opt[2:4]))
+            axes = IMAGE_AXES[predictor.metadata.input_layout][1:]
+            input_size = tuple(int(profile.opt[a]) for a in axes)
             predictor.fixed_size = input_size
         feed, geometry = predictor.preprocess(image)
         return feed, geometry, predictor.metadata

@@ -25,11 +25,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from pem.config import PIXEL_MEAN, SIZE_DIVISIBILITY, Category, PEMConfig, load_categories
+from pem.config import PIXEL_MEAN, SIZE_DIVISIBILITY, PEMConfig, load_categories
 from pem.runtime.coco_panoptic import PathLike, load_panoptic_json, read_panoptic_png
 from pem.runtime.errors import PemError
 from pem.runtime.images import ImageReadError
 from pem.runtime.images import read_image as runtime_read_image
+from pem.runtime.metadata import ClassInfo
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class SemanticDataset(_RecordDataset):
 class CocoPanopticDataset(_RecordDataset):
     """A COCO-panoptic dataset: images in ``image_dir``, PNGs in ``panoptic_dir``, index ``panoptic_json``.
 
-    Category ids are ``Category.dataset_id`` of ``categories`` and map to ``Category.id``. Images come from the
+    ClassInfo ids are ``ClassInfo.dataset_id`` of ``categories`` and map to ``ClassInfo.id``. Images come from the
     JSON's ``images`` table (``file_name`` under ``image_dir``; the PNG name with ``.jpg`` when absent) unless
     ``image_file_for(image_id)`` is given. Images without non-crowd segments are left out (``num_filtered``)."""
 
@@ -231,7 +232,7 @@ class CocoPanopticDataset(_RecordDataset):
         image_dir: PathLike,
         panoptic_dir: PathLike,
         panoptic_json: PathLike,
-        categories: Sequence[Category],
+        categories: Sequence[ClassInfo],
         transform: Transform | None = None,
         on_error: str = "raise",
         image_file_for: Callable[[Any], Path] | None = None,
@@ -280,7 +281,7 @@ class CocoPanopticDataset(_RecordDataset):
         }
 
 
-def _table_categories(categories: Sequence[Category] | None, dataset: str) -> Sequence[Category]:
+def _table_categories(categories: Sequence[ClassInfo] | None, dataset: str) -> Sequence[ClassInfo]:
     return categories if categories is not None else load_categories(dataset)
 
 
@@ -294,7 +295,7 @@ class CityscapesSemanticDataset(SemanticDataset):
         split: str,
         transform: Transform | None = None,
         on_error: str = "raise",
-        categories: Sequence[Category] | None = None,
+        categories: Sequence[ClassInfo] | None = None,
     ) -> None:
         image_dir = Path(root) / "leftImg8bit" / split
         records = []
@@ -317,7 +318,7 @@ class CityscapesPanopticDataset(CocoPanopticDataset):
         split: str,
         transform: Transform | None = None,
         on_error: str = "raise",
-        categories: Sequence[Category] | None = None,
+        categories: Sequence[ClassInfo] | None = None,
     ) -> None:
         root = Path(root)
         image_dir = root / "leftImg8bit" / split
@@ -350,7 +351,7 @@ class ADE20KSemanticDataset(SemanticDataset):
         split: str,
         transform: Transform | None = None,
         on_error: str = "raise",
-        categories: Sequence[Category] | None = None,
+        categories: Sequence[ClassInfo] | None = None,
     ) -> None:
         base = Path(root) / "ADEChallengeData2016"
         folder = _ade20k_split(split)
@@ -374,7 +375,7 @@ class ADE20KPanopticDataset(CocoPanopticDataset):
         split: str,
         transform: Transform | None = None,
         on_error: str = "raise",
-        categories: Sequence[Category] | None = None,
+        categories: Sequence[ClassInfo] | None = None,
     ) -> None:
         base = Path(root) / "ADEChallengeData2016"
         folder = _ade20k_split(split)

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pem.config import SYNTHETIC_CATEGORIES, Category
+from pem.config import SYNTHETIC_CATEGORIES
 from pem.runtime.coco_panoptic import write_atomic, write_json_atomic, write_panoptic_png
+from pem.runtime.metadata import ClassInfo
 
 JPEG_QUALITY = 95
 MIN_SIDE = 32
@@ -40,7 +41,7 @@ Grid = tuple[np.ndarray, np.ndarray]  # (yy, xx) float32 pixel coordinates of a 
 class _Thing:
     """One thing layer: a boolean mask over ``window`` (rows, cols) and its texture there (float32 [h, w, 3])."""
 
-    category: Category
+    category: ClassInfo
     iscrowd: bool
     window: tuple[slice, slice]
     mask: np.ndarray
@@ -161,13 +162,13 @@ def _shape(
     return inside, shade * dots
 
 
-def _thing_colour(rng: np.random.Generator, category: Category) -> np.ndarray:
+def _thing_colour(rng: np.random.Generator, category: ClassInfo) -> np.ndarray:
     """The class colour half-mixed with a random colour, so colour alone does not give the class away."""
     return 0.55 * _jitter(rng, category.color) + 0.45 * rng.uniform(30, 230, 3).astype(np.float32)
 
 
 def _thing(
-    rng: np.random.Generator, category: Category, grid: Grid, cy: float, cx: float, r: float
+    rng: np.random.Generator, category: ClassInfo, grid: Grid, cy: float, cx: float, r: float
 ) -> _Thing | None:
     """One textured thing centred at (cy, cx) with radius ``r``; None when it falls outside the image."""
     window = _window(cy, cx, r, grid[0].shape)

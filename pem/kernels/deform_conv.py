@@ -9,7 +9,7 @@ offset group (what PEM uses: 3x3, stride 1, padding 1, mask, no bias). A NaN or 
 contribute zero, as in ``pem.ops.deform_conv2d``.
 
 Mixed dtypes (the model under autocast: float16/bfloat16 input, offset and mask with a float32 weight) are
-accepted by both paths and computed in FP32 (``pem.modeling.precision``): the kernel converts every load; the
+accepted by both paths and computed in FP32 (``pem.ops.precision``): the kernel converts every load; the
 fallback runs ``pem.ops.deform_conv2d`` on float32 copies with autocast off. The output has the input's dtype.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from pem.kernels._runtime import SUPPORTED_DTYPES, cdiv, launcher, next_power_of_2, use_triton
-from pem.modeling.precision import full_precision
 from pem.ops.deform_conv import IntPair, as_pair, check_deform_arguments, deform_conv2d
+from pem.ops.precision import full_precision
 
 __all__ = ["deform_conv2d_fast", "deform_conv2d_triton"]
 

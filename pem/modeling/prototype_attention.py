@@ -10,7 +10,7 @@ from torch import nn
 
 from pem.kernels import prototype_gather_fast as prototype_gather
 from pem.modeling.layers import make_norm
-from pem.modeling.precision import LayerNorm32, fp32, full_precision
+from pem.ops.precision import LayerNorm32, fp32, full_precision
 
 
 class PrototypeCrossAttention(nn.Module):
@@ -20,7 +20,7 @@ class PrototypeCrossAttention(nn.Module):
     2. both L2-normalized over all C channels; per-head similarity, masking, argmax, gather -> prototypes P;
     3. ``out = normalize_over_queries(proj(P * T)) * alpha + P``; ``final(out)`` is added to the input queries.
 
-    Under autocast the normalisation, similarity and argmax of step 2 run in FP32 (``pem.modeling.precision``).
+    Under autocast the normalisation, similarity and argmax of step 2 run in FP32 (``pem.ops.precision``).
     """
 
     def __init__(self, dim: int, num_heads: int, norm: str) -> None:

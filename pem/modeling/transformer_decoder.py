@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pem.modeling.position_encoding import sine_position_encoding
-from pem.modeling.precision import LayerNorm32, fp32, full_precision
 from pem.modeling.prototype_attention import PrototypeCrossAttention
+from pem.ops.precision import LayerNorm32, fp32, full_precision
 
 
 def _xavier_init(module: nn.Module) -> None:
@@ -24,7 +24,7 @@ def _xavier_init(module: nn.Module) -> None:
 class SelfAttentionLayer(nn.Module):
     """Pre-norm self-attention: LN, query_pos added to q and k (not v), multi-head attention, residual.
 
-    Under autocast it runs in FP32 (its softmax; Q tokens only, see ``pem.modeling.precision``).
+    Under autocast it runs in FP32 (its softmax; Q tokens only, see ``pem.ops.precision``).
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -74,7 +74,7 @@ class MLP(nn.Module):
 class PredictionHead(nn.Module):
     """Shared head: LN, class logits [B, Q, K+1] and mask logits [B, Q, H/4, W/4] from the mask features.
 
-    FP32 under autocast (``pem.modeling.precision``): its outputs are float32 whatever the features' dtype.
+    FP32 under autocast (``pem.ops.precision``): its outputs are float32 whatever the features' dtype.
     """
 
     def __init__(self, dim: int, num_classes: int, mask_dim: int) -> None:

@@ -106,7 +106,7 @@ AMP_CHOICES = ("auto", "off", "fp16", "bf16")
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The autocast dtype of a training run, None for FP32: ``auto`` is FP16 on CUDA and FP32 elsewhere, ``bf16``
     runs on any device, ``fp16`` needs CUDA (its loss scaling is CUDA's GradScaler). The model keeps its own FP32
-    regions under autocast (``pem.modeling.precision``)."""
+    regions under autocast (``pem.ops.precision``)."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"unknown amp {amp!r}; expected one of {', '.join(AMP_CHOICES)}")
     if amp == "fp16" and device.type != "cuda":

@@ -12,9 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from pem.export import cli
-from pem.export.metadata import read_metadata
 from pem.export.parity import ParityReport
 from pem.runtime.contract import INPUT_IMAGE_FLOAT, META_FUSION_SIZE, META_HEAD, META_INPUT_LAYOUT, META_SHAPES
+from pem.runtime.metadata import read_metadata
 from tests.export.conftest import TINY_WEIGHTS
 
 TINY = ["--config", "synthetic_panoptic_tiny", "--weights", str(TINY_WEIGHTS)]

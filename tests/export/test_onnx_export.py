@@ -24,7 +24,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pem.export.metadata import graph_metadata, read_metadata
 from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 from pem.export.parity import ParityReport, check_parity
 from pem.modeling.pem_model import PEM
@@ -36,7 +35,7 @@ from pem.runtime.contract import (
     PROTOTYPE_GATHER_DOMAIN,
     PROTOTYPE_GATHER_OP,
 )
-from pem.runtime.metadata import ArtifactMetadata
+from pem.runtime.metadata import ArtifactMetadata, graph_metadata, read_metadata
 from tests.conftest import load_photo
 
 STDC = ("cityscapes_panoptic_stdc2", "cityscapes_semantic_stdc2")  # (preset, key listing of the weights)

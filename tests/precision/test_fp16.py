@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pem.export.metadata import read_metadata
 from pem.export.precision.compare import compare_with_fp32
 from pem.export.precision.fp16 import Fp32Islands, convert_to_fp16, to_finite_fp16
 from pem.export.precision.scopes import node_scopes
 from pem.runtime.contract import META_PRECISION
+from pem.runtime.metadata import read_metadata
 from pem.runtime.predictor import Predictor
 from tests.conftest import load_photo
 from tests.precision.scenes import scenes

@@ -12,13 +12,12 @@ import importlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from pem.runtime.contract import PROTOTYPE_GATHER_DOMAIN, PROTOTYPE_GATHER_OP
+from pem.runtime.contract import DEFORM_CONV2D_OP, PROTOTYPE_GATHER_DOMAIN, PROTOTYPE_GATHER_OP
 
 __all__ = ["DEFORM_CONV2D_OP", "DEFORM_CONV2D_PLUGIN", "MIN_TENSORRT", "PLUGINS", "PLUGIN_VERSION",
            "PROTOTYPE_GATHER_PLUGIN", "kernel_dtype", "register_plugins"]
 
 PLUGIN_VERSION = "1"  # tensorrt.plugin registers every plugin as version "1"
-DEFORM_CONV2D_OP = "DeformConv2d"  # TensorRT's ONNX importer owns "DeformConv"; ours lives in the "pem" domain
 PROTOTYPE_GATHER_PLUGIN = f"{PROTOTYPE_GATHER_DOMAIN}::{PROTOTYPE_GATHER_OP}"
 DEFORM_CONV2D_PLUGIN = f"{PROTOTYPE_GATHER_DOMAIN}::{DEFORM_CONV2D_OP}"
 PLUGINS = (PROTOTYPE_GATHER_PLUGIN, DEFORM_CONV2D_PLUGIN)
