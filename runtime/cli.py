@@ -52,7 +52,8 @@ _WINDOW = 10_000
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Run an exported PEM artifact (.onnx) on images, "
                                      "folders, globs, videos, cameras or streams.")
-    parser.add_argument("artifact", help="exported artifact (.onnx written by pem-export)")
+    parser.add_argument("artifact", help="exported artifact (.onnx written by pem-export), or a pem-serve URL "
+                        "(http://HOST:PORT/MODEL, grpc://HOST:PORT/MODEL)")
     parser.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index (0) or URL "
                         "(rtsp://, http://)")
     parser.add_argument("--out", required=True, help="output folder")

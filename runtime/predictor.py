@@ -5,6 +5,10 @@ to the artifact's ``min_size`` (long side capped at ``max_size``). A graph expor
 that size only, so images are resized straight to it instead (aspect ratio not kept) whenever the shortest-edge
 size differs; outputs are still at the original size (resized from the artifact's fusion resolution by nearest
 neighbour below fusion size ``original``; an ``original``-mode frame over the memory budget is refused).
+
+A backend that runs the whole chain itself (a :class:`FrameBackend`, e.g. ``tritonserver`` for a ``pem-serve`` URL)
+gets each checked RGB frame through ``predict_frame`` and returns the finished :class:`Result`; the Predictor still
+reads its metadata and checks its graph description as for a local artifact.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,13 +28,22 @@ from pem.runtime.preprocess import check_image, resize_to, shortest_edge_size
 from pem.runtime.resolution import check_memory_budget, memory_budget_mb
 from pem.runtime.result import Result
 
-__all__ = ["Predictor"]
+__all__ = ["FrameBackend", "Predictor"]
+
+
+@runtime_checkable
+class FrameBackend(Protocol):
+    """A backend that predicts whole frames (a server runs pre-processing, graph and post-processing)."""
+
+    def predict_frame(self, image: np.ndarray, metadata: ArtifactMetadata) -> Result:
+        """uint8 [H, W, 3] RGB -> the Result of the artifact described by ``metadata``."""
 
 
 class Predictor:
     """``Predictor(artifact, backend="auto", providers=None)``; ``predictor(image, bgr=False) -> Result``.
 
-    ``artifact``: a file path, or an opened :class:`Backend` (the predictor then owns it and closes it).
+    ``artifact``: a file path, a ``pem-serve`` URL (``http://HOST:PORT/MODEL``, ``grpc://...``), or an opened
+    :class:`Backend` (the predictor then owns it and closes it).
     ``backend``: a registered backend name or ``auto`` (by suffix: ``.onnx`` -> onnxruntime). ``providers``: for
     onnxruntime, execution providers (``cpu``, ``cuda``, ``tensorrt`` or full ORT names); None = CUDA when
     available, else CPU. ``expect_preset``: fail unless the artifact was exported from that preset.
@@ -139,6 +152,8 @@ class Predictor:
     def __call__(self, image: np.ndarray, bgr: bool = False) -> Result:
         """Predict one HxWx3 uint8 image, RGB (``bgr=False``) or BGR as OpenCV decodes it (``bgr=True``)."""
         check_image(image)
+        if isinstance(self.backend, FrameBackend):
+            return self.backend.predict_frame(np.ascontiguousarray(image[..., ::-1]) if bgr else image, self.metadata)
         check_memory_budget(self.metadata.fusion_size, image.shape[:2], self.full_size_channels(),
                             self.memory_budget_mb)
         start = time.perf_counter()

@@ -1,0 +1,156 @@
+"""The inference callables PyTriton binds: frames in (encoded bytes or raw RGB), the Predictor's Result out.
+
+Wire format: :mod:`pem.runtime.backends.tritonserver`. One :class:`FrameModel` per model instance, each with its
+own :class:`~pem.runtime.Predictor`. A request carries one frame. When the artifact's batch axis is free and it takes
+no ``orig_size`` input, frames of one call (Triton's dynamic batcher groups requests) that resize to the same size
+run as one graph batch; otherwise each frame runs alone.
+
+Errors: a bad frame (undecodable bytes, wrong dtype or shape, over the pixel budget) raises :class:`BadFrame`;
+PyTriton answers every request of that call with the error (``pytriton/proxy/model.py`` ``BatchResponsesHandler``,
+tag v0.7.0), which is that request only unless dynamic batching grouped it with others (``--max-batch`` > 1).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pem.runtime.backends.tritonserver import (
+    FRAME_OUTPUTS,
+    INPUT_IMAGE_BYTES,
+    INPUT_PIXELS,
+    encode_result,
+    metadata_payload,
+)
+from pem.runtime.contract import INPUT_ORIG_SIZE
+from pem.runtime.errors import PemError
+from pem.runtime.postprocess import postprocess
+from pem.runtime.predictor import Predictor
+from pem.runtime.preprocess import check_image
+from pem.runtime.result import Result
+
+__all__ = ["BadFrame", "FrameModel", "decode_image", "metadata_callable", "supports_batching"]
+
+LOGGER = logging.getLogger("pem.serve")
+
+
+class BadFrame(PemError, ValueError):
+    """A request's frame that cannot be predicted; the message goes back to that request."""
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> uint8 [H, W, 3] RGB (EXIF orientation applied; grey, palette, alpha converted);
+    BadFrame for data Pillow cannot decode and for images over ``max_pixels`` (checked before decoding)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+        with opened:
+            if opened.width * opened.height > max_pixels:
+                raise BadFrame(f"{opened.height}x{opened.width} image is over the limit of {max_pixels:,} pixels")
+            rgb = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    except UnidentifiedImageError:
+        raise BadFrame(f"{len(data)} bytes that are not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, BadFrame):
+            raise
+        raise BadFrame(f"truncated or corrupt image ({exc})") from None
+    return np.ascontiguousarray(rgb)
+
+
+def _frame(request: Any, max_pixels: int) -> np.ndarray:
+    """The one frame of a request (``image`` or ``pixels``) as checked uint8 [H, W, 3] RGB."""
+    data = request.data
+    given = [name for name in (INPUT_IMAGE_BYTES, INPUT_PIXELS) if name in data]
+    if len(given) != 1:
+        raise BadFrame(f"send exactly one of the inputs {INPUT_IMAGE_BYTES!r} (encoded bytes) and {INPUT_PIXELS!r} "
+                       f"(uint8 HxWx3), got {given or 'neither'}")
+    array = data[given[0]]
+    if array.shape[0] != 1:
+        raise BadFrame(f"one frame per request (batch 1), got a batch of {array.shape[0]}")
+    if given[0] == INPUT_IMAGE_BYTES:
+        value = array.ravel()[0]
+        return decode_image(value if isinstance(value, bytes) else bytes(value), max_pixels)
+    pixels = array[0]
+    if pixels.shape[0] * pixels.shape[1] > max_pixels:
+        raise BadFrame(f"{pixels.shape[0]}x{pixels.shape[1]} frame is over the limit of {max_pixels:,} pixels")
+    try:
+        check_image(pixels)
+    except (TypeError, ValueError) as exc:
+        raise BadFrame(str(exc)) from None
+    return pixels
+
+
+def supports_batching(predictor: Predictor) -> bool:
+    """True when frames can run as one graph batch: a free batch axis and no per-frame ``orig_size`` input."""
+    names = {info.name: info for info in predictor.backend.inputs}
+    image = next(info for name, info in names.items() if name != INPUT_ORIG_SIZE)
+    return INPUT_ORIG_SIZE not in names and image.fixed(0) is None
+
+
+class FrameModel:
+    """``model(requests) -> responses``: the inference callable of one model instance (module docstring)."""
+
+    def __init__(self, predictor: Predictor, max_pixels: int, batch: bool) -> None:
+        self.predictor = predictor
+        self.max_pixels = max_pixels
+        self.batch = batch and supports_batching(predictor)
+
+    def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
+        frames, problems = [], []
+        for index, request in enumerate(requests):
+            try:
+                frames.append(_frame(request, self.max_pixels))
+            except BadFrame as exc:
+                problems.append(f"request {index + 1} of {len(requests)}: {exc}" if len(requests) > 1 else str(exc))
+        if problems:
+            LOGGER.warning("pem-serve: refused: %s", "; ".join(problems))
+            raise BadFrame("; ".join(problems))
+        results = self._batched(frames) if self.batch and len(frames) > 1 else [self._one(f) for f in frames]
+        return [encode_result(result, request.requested_output_names or FRAME_OUTPUTS)
+                for request, result in zip(requests, results)]
+
+    def _one(self, frame: np.ndarray) -> Result:
+        try:
+            return self.predictor(frame)
+        except PemError as exc:
+            LOGGER.warning("pem-serve: refused: %s", exc)
+            raise BadFrame(str(exc)) from None
+
+    def _batched(self, frames: list[np.ndarray]) -> list[Result]:
+        """Frames that resize to one size run as one graph batch; the others alone."""
+        predictor = self.predictor
+        prepared = [predictor.preprocess(frame) for frame in frames]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (_, geometry) in enumerate(prepared):
+            groups.setdefault(geometry.resized, []).append(index)
+        results: list[Result | None] = [None] * len(frames)
+        for indices in groups.values():
+            if len(indices) == 1:
+                results[indices[0]] = self._one(frames[indices[0]])
+                continue
+            feed = {name: np.concatenate([prepared[i][0][name] for i in indices]) for name in prepared[indices[0]][0]}
+            outputs = predictor.backend.infer(feed)
+            for row, index in enumerate(indices):
+                processed = postprocess({k: v[row:row + 1] for k, v in outputs.items()}, predictor.metadata,
+                                        prepared[index][1])
+                results[index] = Result(frames[index], processed.semantic, processed.panoptic, processed.segments,
+                                        predictor.metadata, {"batch": float(len(indices))}, processed.fusion_semantic,
+                                        processed.fusion_panoptic, processed.fusion_scale)
+        return [result for result in results if result is not None]
+
+
+def metadata_callable(predictor: Predictor) -> Callable[[Sequence[Any]], list[dict[str, np.ndarray]]]:
+    """The callable of the ``<MODEL>_metadata`` model: any request -> the artifact's metadata JSON."""
+    backend = predictor.backend
+    payload = metadata_payload(backend.metadata, backend.inputs, backend.outputs, backend.description)
+
+    def answer(requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
+        return [{"metadata": np.array([[payload]], dtype=np.object_)} for _ in requests]
+
+    return answer
