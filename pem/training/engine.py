@@ -333,12 +333,79 @@ def _check_resumable(state: dict[str, Any], path: Path, identity: dict[str, Any]
                             "pass --force to resume anyway")
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds: settings, model and optimisation state, data, log and saver."""
+
+    options: TrainOptions
+    config: PEMConfig
+    device: torch.device
+    world: Distributed
+    out: Path
+    dataset: torch.utils.data.Dataset
+    max_steps: int
+    per_rank: int
+    model: PEM
+    ddp_model: nn.Module
+    criterion: SetCriterion
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    start_step: int
+    saver: _Saver
+    log: Any
+    progress: Progress | None
+    started: float
+
+    @property
+    def last(self) -> Path:
+        return self.out / LAST_CHECKPOINT
+
+
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train and return a summary (final step, last losses, paths).
+
+    The steps: :func:`_start_run` (device, processes, run folder, model, optimiser, resume), :func:`_loader` (the
+    step-addressed data), then per step :func:`_step_losses` (forward/backward over the micro-batches),
+    :func:`_apply_gradients` and :func:`_after_step` (progress, log, checkpoints, evaluation), and
+    :func:`_finish_run`.
 
     Raises TrainingError (refused), NonFiniteLossError (stopped, last good checkpoint kept) or TrainingInterrupted
     (stopped by a signal, resumable checkpoint saved).
     """
+    run = _start_run(options)
+    batches = iter(_loader(run))
+    step, losses = run.start_step, {}
+    with StopSignals() as signals:
+        try:
+            while step < run.max_steps and not _should_stop(run, signals, step):
+                totals, data_time = _step_losses(run, batches, signals, step)
+                if _any_process(not _finite_losses(totals), run.world, run.device):
+                    raise NonFiniteLossError(run.saver.diverged_message(step + 1, "the loss", totals))
+                grad_norm = _apply_gradients(run)
+                step += 1
+                losses = _mean_over_processes(totals, run.device) if run.world.world_size > 1 else totals
+                if run.world.is_main:
+                    _after_step(run, step, losses, float(grad_norm), data_time)
+        except _StopNow:
+            pass
+        finally:
+            if run.progress is not None:
+                run.progress.close()
+        if signals.received is not None:
+            name = signal.Signals(signals.received).name
+            if run.world.is_main:
+                run.saver.save(step, "interrupt")
+                run.log.close()
+            raise TrainingInterrupted(f"{name} at step {step}: resumable state saved to {run.last}; "
+                                      "continue with --resume")
+    _finish_run(run, step)
+    return {"step": step, "losses": losses, "checkpoint": str(run.last), "weights": str(run.out / FINAL_WEIGHTS)}
+
+
+def _start_run(options: TrainOptions) -> _Run:
+    """Set up device and processes, check the run folder, build model/criterion/optimiser and resume when asked."""
     config = _with_crop(get_preset(options.config), options.crop)
     device = _device(options.device)
     if device.type == "cuda" and device.index is None:
@@ -371,10 +438,8 @@ def train(options: TrainOptions) -> dict[str, Any]:
         load_checkpoint(model, options.init)
     dataset = build_dataset(config, options.data, "train", on_error=options.on_error)
     model.to(device)
-    criterion = SetCriterion(
-        config.num_classes, HungarianMatcher(num_points=options.num_points or 12544),
-        num_points=options.num_points or 12544,
-    ).to(device)
+    num_points = options.num_points or 12544
+    criterion = SetCriterion(config.num_classes, HungarianMatcher(num_points=num_points), num_points=num_points)
     optimizer = build_optimizer(model, config.train, base_lr)
     scheduler = build_scheduler(optimizer, max_steps, base_lr, config.train.end_lr)
     autocast_dtype = amp_dtype(device, options.amp)
@@ -389,111 +454,125 @@ def train(options: TrainOptions) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_step = int(state["step"])
-    if world.world_size > 1:
-        if device.type == "cuda" and not options.freeze_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp_model: nn.Module = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    else:
-        ddp_model = model
-    loader = torch.utils.data.DataLoader(
-        AugmentedSamples(dataset, config, options.seed),
-        batch_size=per_rank,
-        sampler=StepPositions(start_step, max_steps, per_rank, options.accumulate, world),
+    log = (out / LOG_FILE).open("a") if world.is_main else None
+    return _Run(
+        options=options, config=config, device=device, world=world, out=out, dataset=dataset, max_steps=max_steps,
+        per_rank=per_rank, model=model, ddp_model=_distributed(model, device, world, options.freeze_bn),
+        criterion=criterion.to(device), optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        autocast_dtype=autocast_dtype, start_step=start_step,
+        saver=_Saver(last, model, optimizer, scheduler, scaler, config, options, identity, log, start_step),
+        log=log, progress=Progress(max_steps, start_step, options.log_every) if world.is_main else None,
+        started=time.perf_counter(),
+    )
+
+
+def _distributed(model: PEM, device: torch.device, world: Distributed, freeze_bn: bool) -> nn.Module:
+    """``model`` wrapped in DDP (with synchronised BN on CUDA unless frozen) when there are several processes."""
+    if world.world_size == 1:
+        return model
+    if device.type == "cuda" and not freeze_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _loader(run: _Run) -> torch.utils.data.DataLoader:
+    """The training batches from ``run.start_step`` on, in the order a function of (seed, step) fixes."""
+    options = run.options
+    return torch.utils.data.DataLoader(
+        AugmentedSamples(run.dataset, run.config, options.seed),
+        batch_size=run.per_rank,
+        sampler=StepPositions(run.start_step, run.max_steps, run.per_rank, options.accumulate, run.world),
         num_workers=options.num_workers,
         collate_fn=_collate_with_positions,
         persistent_workers=False,
     )
-    batches = iter(loader)
-    progress = Progress(max_steps, start_step, options.log_every) if world.is_main else None
-    log = (out / LOG_FILE).open("a") if world.is_main else None
-    started = time.perf_counter()
-    saver = _Saver(last, model, optimizer, scheduler, scaler, config, options, identity, log, start_step)
-    step = start_step
-    losses: dict[str, float] = {}
-    with StopSignals() as signals:
+
+
+def _should_stop(run: _Run, signals: StopSignals, step: int) -> bool:
+    """A stop signal on any process, the time budget or ``stop_after``: checked only between steps (a forward pass
+    updates the BN statistics, so a step is finished or not begun)."""
+    options = run.options
+    if _any_process(signals.received is not None, run.world, run.device):
+        return True
+    if options.minutes is not None and time.perf_counter() - run.started > options.minutes * 60:
+        return True
+    return options.stop_after is not None and step - run.start_step >= options.stop_after
+
+
+def _step_losses(run: _Run, batches: Iterator[dict[str, Any]], signals: StopSignals,
+                 step: int) -> tuple[dict[str, float], float]:
+    """Forward and backward over the step's ``accumulate`` micro-batches -> (mean loss terms, data time in s)."""
+    options, device = run.options, run.device
+    run.ddp_model.train()
+    if options.freeze_bn:
+        _freeze_batchnorm(run.ddp_model)
+    data_time, totals = 0.0, {}
+    for micro in range(options.accumulate):
+        fetch = time.perf_counter()
         try:
-            while step < max_steps:
-                if _any_process(signals.received is not None, world, device):  # only between steps: a forward
-                    break  # pass already updated the BN statistics, so a step is finished or not begun
-                if options.minutes is not None and time.perf_counter() - started > options.minutes * 60:
-                    break
-                if options.stop_after is not None and step - start_step >= options.stop_after:
-                    break
-                ddp_model.train()
-                if options.freeze_bn:
-                    _freeze_batchnorm(ddp_model)
-                data_time, totals = 0.0, {}
-                for micro in range(options.accumulate):
-                    fetch = time.perf_counter()
-                    try:
-                        batch = next(batches)
-                    except Exception:
-                        if signals.received is not None:  # a worker that the same Ctrl-C stopped: save the last
-                            raise _StopNow from None  # finished step (BN statistics may hold this one's batches)
-                        raise
-                    if "error" in batch:
-                        raise TrainingError(f"data error at step {step + 1}: {batch['error']}")
-                    data_time += time.perf_counter() - fetch
-                    images = batch["images"].to(device, non_blocking=True)
-                    targets = _move_targets(batch["targets"], device)
-                    seeds = [position_seed(options.seed + 1, int(p)) for p in batch["positions"]]
-                    sync = micro == options.accumulate - 1 or world.world_size == 1
-                    context = ddp_model.no_sync() if not sync else contextlib.nullcontext()
-                    with context:
-                        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                            outputs = ddp_model(images)
-                        terms = criterion(outputs, targets, image_seeds=seeds)
-                        total = criterion.weighted_total(terms) / options.accumulate
-                        scaler.scale(total).backward()
-                    for key, value in terms.items():
-                        totals[key] = totals.get(key, 0.0) + float(value.detach()) / options.accumulate
-                    totals["total"] = totals.get("total", 0.0) + float(total.detach())
-                if _any_process(not _finite_losses(totals), world, device):
-                    raise NonFiniteLossError(saver.diverged_message(step + 1, "the loss", totals))
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                losses = _mean_over_processes(totals, device) if world.world_size > 1 else totals
-                if world.is_main:
-                    lr = max(group["lr"] for group in optimizer.param_groups)
-                    progress.update(step, losses["total"], lr)
-                    if step % options.log_every == 0 or step == max_steps:
-                        record = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "data_time": data_time,
-                                  "elapsed": time.perf_counter() - started, **losses}
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                    if step % options.checkpoint_every == 0:
-                        saver.save(step, "interval")
-                    elif saver.due():
-                        saver.save(step, "time")
-                    if options.eval_every and step % options.eval_every == 0:
-                        _periodic_eval(model, config, options, step, log)
-        except _StopNow:
-            pass
-        finally:
-            if progress is not None:
-                progress.close()
-        if signals.received is not None:
-            name = signal.Signals(signals.received).name
-            if world.is_main:
-                saver.save(step, "interrupt")
-                log.close()
-            raise TrainingInterrupted(f"{name} at step {step}: resumable state saved to {last}; "
-                                      "continue with --resume")
-    if world.is_main:
-        if saver.saved_step != step or not last.is_file():
-            saver.save(step, "final")
-        save_checkpoint(out / FINAL_WEIGHTS, model.state_dict(), config.name, step=step)
-        log.close()
-    if world.world_size > 1:
+            batch = next(batches)
+        except Exception:
+            if signals.received is not None:  # a worker that the same Ctrl-C stopped: save the last
+                raise _StopNow from None  # finished step (BN statistics may hold this one's batches)
+            raise
+        if "error" in batch:
+            raise TrainingError(f"data error at step {step + 1}: {batch['error']}")
+        data_time += time.perf_counter() - fetch
+        images = batch["images"].to(device, non_blocking=True)
+        targets = _move_targets(batch["targets"], device)
+        seeds = [position_seed(options.seed + 1, int(p)) for p in batch["positions"]]
+        sync = micro == options.accumulate - 1 or run.world.world_size == 1
+        context = run.ddp_model.no_sync() if not sync else contextlib.nullcontext()
+        with context:
+            with torch.autocast(device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
+                outputs = run.ddp_model(images)
+            terms = run.criterion(outputs, targets, image_seeds=seeds)
+            total = run.criterion.weighted_total(terms) / options.accumulate
+            run.scaler.scale(total).backward()
+        for key, value in terms.items():
+            totals[key] = totals.get(key, 0.0) + float(value.detach()) / options.accumulate
+        totals["total"] = totals.get("total", 0.0) + float(total.detach())
+    return totals, data_time
+
+
+def _apply_gradients(run: _Run) -> torch.Tensor:
+    """Unscale, clip (-> the gradient norm before clipping), step the optimiser and the schedule."""
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    return grad_norm
+
+
+def _after_step(run: _Run, step: int, losses: dict[str, float], grad_norm: float, data_time: float) -> None:
+    """On the main process: progress line, log record, checkpoint by interval or time, periodic evaluation."""
+    options = run.options
+    lr = max(group["lr"] for group in run.optimizer.param_groups)
+    run.progress.update(step, losses["total"], lr)
+    if step % options.log_every == 0 or step == run.max_steps:
+        record = {"step": step, "lr": lr, "grad_norm": grad_norm, "data_time": data_time,
+                  "elapsed": time.perf_counter() - run.started, **losses}
+        run.log.write(json.dumps(record) + "\n")
+        run.log.flush()
+    if step % options.checkpoint_every == 0:
+        run.saver.save(step, "interval")
+    elif run.saver.due():
+        run.saver.save(step, "time")
+    if options.eval_every and step % options.eval_every == 0:
+        _periodic_eval(run.model, run.config, options, step, run.log)
+
+
+def _finish_run(run: _Run, step: int) -> None:
+    """Save the final resumable state (unless just saved) and the final weights; wait for every process."""
+    if run.world.is_main:
+        if run.saver.saved_step != step or not run.last.is_file():
+            run.saver.save(step, "final")
+        save_checkpoint(run.out / FINAL_WEIGHTS, run.model.state_dict(), run.config.name, step=step)
+        run.log.close()
+    if run.world.world_size > 1:
         dist.barrier()
-    return {"step": step, "losses": losses, "checkpoint": str(last), "weights": str(out / FINAL_WEIGHTS)}
 
 
 def _finite_losses(totals: dict[str, float]) -> bool:
