@@ -1,0 +1,114 @@
+"""pem-serve end to end on loopback: a real Triton server (PyTriton) from ``.venv-serve``, real HTTP clients."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip install 'tritonclient[http]'")
+
+from pem.runtime.predictor import Predictor  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = REPO / ".venv-serve" / "bin" / "pem-serve"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    import urllib.request
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        assert process.poll() is None, "pem-serve exited before it was ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"pem-serve not ready within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_onnx: Callable[..., Path]) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """(model URL, artifact, server process) of pem-serve on free loopback ports, both its models loaded."""
+    if not SERVE.is_file():
+        pytest.skip(f"{SERVE} missing: python3 -m venv .venv-serve && .venv-serve/bin/pip install -e '.[serve]' "
+                    "onnxruntime pillow opencv-python-headless")
+    artifact = tiny_onnx()
+    http, grpc, metrics = _free_ports(3)
+    process = subprocess.Popen([str(SERVE), str(artifact), "--http-port", str(http), "--grpc-port", str(grpc),
+                                "--metrics-port", str(metrics), "--threads", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", process, 60)
+        yield f"http://127.0.0.1:{http}/pem", artifact, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(served) -> None:
+    import tritonclient.http as client_http
+
+    url, artifact, process = served
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (96 + 8 * (i % 3), 120, 3), dtype=np.uint8) for i in range(4)]
+    local = Predictor(artifact, threads=1)  # the server's --threads: the same float sums
+    expected = [local(frame) for frame in frames]
+    remote = Predictor(url)
+
+    def run(worker: int) -> int:
+        matched = 0
+        for request in range(25):
+            index = (worker + request) % len(frames)
+            result = remote(frames[index])
+            assert np.array_equal(result.panoptic, expected[index].panoptic)
+            assert result.segments == expected[index].segments
+            matched += 1
+        return matched
+
+    with ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(run, worker) for worker in range(4)]
+        bad = client_http.InferenceServerClient(url.split("/")[2])
+        corrupt = client_http.InferInput("image", [1, 1], "BYTES")
+        corrupt.set_data_from_numpy(np.array([[b"\xff\xd8 not a jpeg"]], dtype=np.object_))
+        with pytest.raises(Exception, match="not an image|corrupt"):
+            bad.infer("pem", [corrupt])
+        wrong = client_http.InferInput("pixels", [1, 4, 4, 3], "INT32")
+        wrong.set_data_from_numpy(np.zeros((1, 4, 4, 3), np.int32))
+        with pytest.raises(Exception):
+            bad.infer("pem", [wrong])
+        assert sum(f.result() for f in pending) == 100
+    assert np.array_equal(remote(frames[0]).panoptic, expected[0].panoptic)  # still serving
+    remote.close()
+    local.close()
+
+
+def test_sigterm_stops_cleanly(served) -> None:
+    _, _, process = served
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-2000:]
+    assert "stopped (SIGTERM)" in output
+
+
