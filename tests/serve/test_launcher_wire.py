@@ -1,0 +1,57 @@
+"""The launcher's libpython environment and the wire format's encode side (no server needed)."""
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pem.runtime.backends.tritonserver import encode_result, metadata_payload, parse_url
+from pem.runtime.metadata import ArtifactError
+from pem.runtime.predictor import Predictor
+from pem.serve.launcher import ServeError, python_library_env
+
+
+def test_library_env_puts_the_running_interpreters_libdir_first() -> None:
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        pytest.skip(f"this Python has no shared libpython (LIBDIR {libdir})")
+    env = python_library_env({"LD_LIBRARY_PATH": f"/usr/lib/x86_64-linux-gnu:{libdir}", "KEEP": "1"})
+    assert env["LD_LIBRARY_PATH"].split(":") == [libdir, "/usr/lib/x86_64-linux-gnu"]
+    assert env["KEEP"] == "1"
+
+
+def test_library_env_error_is_one_line_without_shared_libpython(tmp_path: Path) -> None:
+    config = {"VERSION": "3.11", "LIBDIR": str(tmp_path), "INSTSONAME": "libpython3.11.so.1.0",
+              "Py_ENABLE_SHARED": 0}
+    with pytest.raises(ServeError) as caught:
+        python_library_env({}, config)
+    assert "\n" not in str(caught.value) and "--enable-shared" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://h:1/pem", "http://h/pem", "http://h:1/", "http://h:1/a/b"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ArtifactError):
+        parse_url(url)
+
+
+def test_parse_url() -> None:
+    assert parse_url("grpc://127.0.0.1:8001/pem") == ("grpc", "127.0.0.1:8001", "pem")
+
+
+def test_encode_result_shapes_dtypes_and_segments(tiny_onnx) -> None:
+    predictor = Predictor(tiny_onnx(), threads=1)
+    result = predictor(np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    out = encode_result(result, ["panoptic", "semantic", "segments", "png"])
+    assert out["panoptic"].dtype == np.int32 and out["panoptic"].shape == (1, 64, 80)
+    assert np.array_equal(out["panoptic"][0], result.panoptic)
+    info = json.loads(out["segments"][0, 0])
+    assert [s["id"] for s in info["segments"]] == [s.id for s in result.segments]
+    assert info["size"] == [64, 80] and out["png"][0, 0].startswith(b"\x89PNG")
+    assert set(encode_result(result, ["semantic"])) == {"semantic"}
+    props = json.loads(metadata_payload(predictor.backend.metadata, predictor.backend.inputs,
+                                        predictor.backend.outputs, "onnxruntime"))
+    assert props["props"] == dict(predictor.backend.metadata) and props["backend"] == "onnxruntime"
+    predictor.close()
