@@ -1,7 +1,6 @@
 """pem-serve end to end on loopback: a real Triton server (PyTriton) from ``.venv-serve``, real HTTP clients."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -96,7 +95,7 @@ def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(se
             bad.infer("pem", [corrupt])
         wrong = client_http.InferInput("pixels", [1, 4, 4, 3], "INT32")
         wrong.set_data_from_numpy(np.zeros((1, 4, 4, 3), np.int32))
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match="pixels|INT32|UINT8|dtype|data type"):
             bad.infer("pem", [wrong])
         assert sum(f.result() for f in pending) == 100
     assert np.array_equal(remote(frames[0]).panoptic, expected[0].panoptic)  # still serving
