@@ -26,6 +26,7 @@ from PIL import Image
 from pem.benchmarks.environment import environment
 from pem.benchmarks.report import BenchRun, table, write_csv, write_json, write_plot
 from pem.benchmarks.stats import spread_warning, summarize
+from pem.export.precision.registry import FP32, graph_precisions, precision_modes, torch_precisions
 from pem.runtime.backends import backend_names
 from pem.runtime.destinations import check_destination
 from pem.runtime.entry import command
@@ -33,7 +34,7 @@ from pem.runtime.errors import PemError
 from pem.runtime.limits import MAX_IMAGE_SIDE, MIN_MODEL_SIDE, float_in, int_in, size_in
 
 if TYPE_CHECKING:
-    from pem.export.precision.apply import PrecisionRequest
+    from pem.export.precision.registry import PrecisionRequest
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -95,7 +96,7 @@ def open_predictor(target: str, spec: RunSpec, args: argparse.Namespace, cache: 
             raise BenchError(str(error)) from None
         return Predictor(backend, input_size=size)
     if spec.backend != "onnxruntime":  # any other registered backend opens the artifact itself
-        if spec.precision != "fp32":
+        if spec.precision != FP32:
             raise BenchError(f"the {spec.backend} backend runs its artifact as it is: drop :{spec.precision}")
         return Predictor(target, backend=spec.backend, input_size=size)
     from pem.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -114,18 +115,20 @@ def precision_graph(graph: Path, precision: str, args: argparse.Namespace, cache
     import onnx
 
     from pem.export.precision.apply import PrecisionRequest, apply_precision
+    from pem.export.precision.registry import FP32, precision_mode
     from pem.runtime.contract import META_PRECISION
     from pem.runtime.metadata import read_metadata
 
-    have = read_metadata(onnx.load(str(graph), load_external_data=False)).get(META_PRECISION, "fp32")
+    have = read_metadata(onnx.load(str(graph), load_external_data=False)).get(META_PRECISION, FP32)
     if have == precision:
         return graph
-    if have != "fp32" and precision == "fp32":
+    if have != FP32 and precision == FP32:
         raise BenchError(f"{graph} is a {have} graph: pass --precision {have}")
-    if have != "fp32" or precision not in ("fp16", "int8"):
+    mode = precision_mode(precision)
+    if have != FP32 or mode.graph_pass is None:
         raise BenchError(f"{graph} is a {have} graph; onnxruntime:{precision} needs an FP32 graph to convert "
                          f"(or a {precision} graph from pem-export --precision {precision})")
-    request = PrecisionRequest("fp16") if precision == "fp16" else _int8_request(args)
+    request = _calibrated_request(args, precision) if mode.needs_calibration else PrecisionRequest(precision)
     derived = cache / f"{graph.stem}_{precision}{_calibration_tag(request)}.onnx"
     if derived.is_file() and derived.stat().st_mtime >= graph.stat().st_mtime:
         return derived
@@ -143,17 +146,18 @@ def _calibration_tag(request: PrecisionRequest) -> str:
     return "_" + hashlib.sha256(listing.encode()).hexdigest()[:8]
 
 
-def _int8_request(args: argparse.Namespace) -> PrecisionRequest:
-    """INT8 with the fixed recipe (min-max, the first --calib-images images of --calib-data)."""
+def _calibrated_request(args: argparse.Namespace, precision: str) -> PrecisionRequest:
+    """A calibrated precision (INT8) with its default recipe (min-max, the first --calib-images images of
+    --calib-data)."""
     from pem.calibration.images import list_images, require_disjoint
-    from pem.export.precision.apply import PrecisionRequest
+    from pem.export.precision.registry import PrecisionRequest
 
     if args.calib_data is None:
-        raise BenchError("onnxruntime:int8 from an FP32 graph needs --calib-data DIR (calibration images)")
+        raise BenchError(f"onnxruntime:{precision} from an FP32 graph needs --calib-data DIR (calibration images)")
     images = tuple(list_images(args.calib_data, args.calib_images))
     if args.accuracy is not None:
         require_disjoint([("calibration", images), ("--accuracy", list_images(args.accuracy, args.accuracy_images))])
-    return PrecisionRequest("int8", calibration_images=images)
+    return PrecisionRequest(precision, calibration_images=images)
 
 
 def _quiet(line: str) -> None:
@@ -169,7 +173,9 @@ def _engine_predictor(target: str, spec: RunSpec, args: argparse.Namespace) -> A
     device = int(args.device.partition(":")[2] or 0)
     predictor = Predictor(target, backend="tensorrt", providers=[("tensorrt", {"device_id": device})],
                           input_size=args.imgsz)
-    built = predictor.backend.metadata.get("pem.precision", "fp32")
+    from pem.runtime.contract import META_PRECISION
+
+    built = predictor.backend.metadata.get(META_PRECISION, FP32)
     if built != spec.precision:
         predictor.close()
         raise BenchError(f"{target} was built as {built}, not {spec.precision}: pass --precision {built}")
@@ -364,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("target", help="ONNX artifact, checkpoint (.pth) or preset name")
     parser.add_argument("--backend", default="onnxruntime", choices=backend_names())
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    parser.add_argument("--precision", default=FP32, choices=list(precision_modes()),
+                        help="fp32 (default); torch backend: " + ", ".join(torch_precisions()) + "; onnxruntime: "
+                        "the graph's own, or made from an FP32 graph: " + ", ".join(graph_precisions()))
     parser.add_argument("--imgsz", type=size_in(MIN_MODEL_SIDE, MAX_IMAGE_SIDE), default=(512, 512),
                         help=f"model input HxW, each side {MIN_MODEL_SIDE}..{MAX_IMAGE_SIDE} (default 512x512)")
     parser.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1,

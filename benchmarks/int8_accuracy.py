@@ -29,11 +29,11 @@ def run(calibration: int, search: int, evaluation: int, budget: float, work: Pat
 
     import pem
     from pem.calibration.images import list_images, require_disjoint
-    from pem.calibration.int8_export import quantize_to_int8
-    from pem.calibration.recipe import QuantRecipe
     from pem.data.synthetic import generate_synthetic_dataset
     from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
     from pem.export.precision.fp16 import convert_to_fp16
+    from pem.export.precision.int8 import quantize_to_int8
+    from pem.export.precision.recipe import QuantRecipe
     from pem.metrics.predictor_accuracy import panoptic_folder_accuracy
     from pem.runtime.predictor import Predictor
 

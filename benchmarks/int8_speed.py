@@ -133,10 +133,10 @@ def run(preset: str, imgsz: tuple[int, int], head: str, threads: int, rounds: in
 
     import pem
     from pem.calibration.images import list_images, load_rgb
-    from pem.calibration.int8_export import quantize_to_int8
-    from pem.calibration.recipe import QuantRecipe
     from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
     from pem.export.precision.fp16 import Fp32Islands
+    from pem.export.precision.int8 import quantize_to_int8
+    from pem.export.precision.recipe import QuantRecipe
     from pem.export.precision.scopes import node_scopes
     from pem.runtime.predictor import Predictor
 

@@ -3,7 +3,7 @@
     pem-export --config NAME [--weights W] [--format onnx] [--head raw|semantic|panoptic] --imgsz HxW [--dynamic]
                [--batch N] [--input uint8|float] [--opset 19] [--no-simplify] --output PATH
                [--check-image PATH|skimage:NAME] [--skip-check] [--object-mask-threshold T] [--overlap-threshold T]
-               [--precision fp32|fp16|int8] [--fp32-ops A,B] [--fp32-scope REGEX ...]
+               [--precision fp32|fp16|int8|...] [--fp32-ops A,B] [--fp32-scope REGEX ...]
                [--calib-data DIR] [--calib-method minmax|percentile|entropy] [--calib-images N] [--int8-target T]
                [--search-data DIR] [--accuracy-budget POINTS] [--search-images N] [--report OUT.json]
     pem-export --onnx FP32.onnx --precision fp16|int8 ... --output PATH      (torch-free: from an FP32 export)
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from pem.calibration.recipe import CALIBRATION_METHODS, INT8_TARGETS
-from pem.export.precision.apply import PRECISIONS
 from pem.export.precision.fp16 import DEFAULT_FP32_OPS, DEFAULT_FP32_SCOPES
+from pem.export.precision.recipe import CALIBRATION_METHODS, INT8_TARGETS
+from pem.export.precision.registry import FP32, graph_precisions, precision_mode, precision_modes
 from pem.export.tensorrt.verify import TOLERANCE_HELP
 from pem.runtime.contract import DEFAULT_FUSION_SIZE, FUSION_SIZES, HEADS
 from pem.runtime.destinations import check_destination
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
-    from pem.export.precision.apply import PrecisionRequest
+    from pem.export.precision.registry import PrecisionRequest
     from pem.export.tensorrt.engine_builder import EngineOptions
     from pem.modeling.pem_model import PEM
     from pem.runtime.engine_manifest import EngineManifest
@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"photograph for the parity check: a path or skimage:NAME (default {DEFAULT_CHECK_IMAGE})")
     parser.add_argument("--skip-check", action="store_true", help="write without the parity check")
     precision = parser.add_argument_group("precision")
-    precision.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                           help="baked into the graph: fp16 casts or int8 Q/DQ, with FP32 islands (default fp32)")
+    modes = precision_modes()
+    precision.add_argument("--precision", default=FP32, choices=graph_precisions(),
+                           help="baked into the graph (default fp32): " + "; ".join(
+                               f"{name}: {modes[name].summary}" for name in graph_precisions()))
     precision.add_argument("--fp32-ops", help=f"op types kept in FP32 (default {','.join(DEFAULT_FP32_OPS)})")
     precision.add_argument("--fp32-scope", action="append",
                            help="regular expression of module paths kept in FP32 (repeatable; replaces the defaults "
@@ -164,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     from pem.calibration.images import CalibrationDataError
-    from pem.calibration.recipe import RecipeError
     from pem.export._deps import MissingDependencyError
     from pem.export.errors import ExportError
     from pem.export.precision.apply import PrecisionError, apply_precision
+    from pem.export.precision.recipe import RecipeError
 
     _check_arguments(args)
     check_destination(args.output, [args.onnx, args.weights])
@@ -222,12 +224,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.skip_lint and args.format != "engine":
         raise CliError("--skip-lint only applies to --format engine")
     int8_options = {"--calib-data": args.calib_data, "--search-data": args.search_data}
-    if args.precision != "int8":
+    if not precision_mode(args.precision).needs_calibration:
         given = [name for name, value in int8_options.items() if value is not None]
         if given:
-            raise CliError(f"{', '.join(given)} only apply to --precision int8")
+            raise CliError(f"{', '.join(given)} only apply to a calibrated precision (int8), not {args.precision}")
     elif args.calib_data is None:
-        raise CliError("--precision int8 needs --calib-data DIR (calibration images)")
+        raise CliError(f"--precision {args.precision} needs --calib-data DIR (calibration images)")
 
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
@@ -333,21 +335,21 @@ def _fp32_graph(args: argparse.Namespace, image: np.ndarray | None) -> onnx.Mode
 
 def _precision_request(args: argparse.Namespace) -> PrecisionRequest:
     from pem.calibration.images import list_images
-    from pem.calibration.recipe import QuantRecipe
-    from pem.export.precision.apply import PrecisionRequest
     from pem.export.precision.fp16 import Fp32Islands
+    from pem.export.precision.recipe import QuantRecipe
+    from pem.export.precision.registry import PrecisionRequest
 
     islands = Fp32Islands(
         op_types=tuple(o for o in args.fp32_ops.split(",") if o) if args.fp32_ops else DEFAULT_FP32_OPS,
         scope_patterns=tuple(args.fp32_scope) if args.fp32_scope else DEFAULT_FP32_SCOPES,
     )
-    if args.precision != "int8":
+    if not precision_mode(args.precision).needs_calibration:
         return PrecisionRequest(args.precision, islands)
     target = args.int8_target or ("tensorrt" if args.format == "engine" else "onnxruntime")
     recipe = QuantRecipe(method=args.calib_method, percentile=args.calib_percentile, target=target,
                          calibration_images=args.calib_images, islands=islands)
     return PrecisionRequest(
-        "int8", islands, tuple(list_images(args.calib_data, args.calib_images)), recipe, args.search_data,
+        args.precision, islands, tuple(list_images(args.calib_data, args.calib_images)), recipe, args.search_data,
         args.accuracy_budget, args.search_images,
     )
 

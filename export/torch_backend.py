@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pem.export.precision.registry import precision_modes, torch_precisions
 from pem.graph_cache import CapturedGraph, GraphCache
 from pem.runtime.backends.base import Backend, TensorInfo
 from pem.runtime.contract import (
@@ -30,8 +31,6 @@ from pem.runtime.contract import (
     OUTPUT_DTYPES,
     OUTPUTS,
 )
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def load_model(artifact: str | Path) -> Any:
@@ -81,8 +80,10 @@ class TorchBackend(Backend):
         from pem.export.wrapper import ExportWrapper
         from pem.runtime.metadata import graph_metadata
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        modes = precision_modes()
+        if precision not in torch_precisions():
+            raise ValueError(f"precision {precision!r} does not run in the torch backend; it runs "
+                             f"{', '.join(torch_precisions())}")
         self.device = torch.device(device)
         if self.device.type != "cuda" and (precision == "fp16" or cuda_graph):
             raise ValueError("fp16 and CUDA graphs need a CUDA device; use precision fp32 or bf16 on the CPU")
@@ -91,7 +92,7 @@ class TorchBackend(Backend):
         model = load_model(artifact).to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.dtype = PRECISIONS[precision]  # fp16/bf16 run under autocast: FP32 weights, per-op casts
+        self.dtype = getattr(torch, modes[precision].torch_dtype)  # fp16/bf16: autocast, FP32 weights
         self.wrapper = ExportWrapper(model, head, input_layout, fusion_size=fusion_size).eval()
         self.head, self.precision, self.cuda_graph = head, precision, cuda_graph
         image_info = TensorInfo(IMAGE_INPUTS[input_layout], np.dtype(IMAGE_DTYPES[input_layout]),

@@ -26,7 +26,7 @@ ERRORS = [
     ("pem.runtime.images", "ImageReadError", ValueError),
     ("pem.runtime.metadata", "ArtifactError", ValueError),
     ("pem.runtime.coco_panoptic", "PanopticFileError", ValueError),
-    ("pem.calibration.recipe", "RecipeError", ValueError),
+    ("pem.export.precision.recipe", "RecipeError", ValueError),
     ("pem.calibration.images", "CalibrationDataError", ValueError),
     ("pem.benchmarks.cli", "BenchError", ValueError),
 ]

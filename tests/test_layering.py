@@ -5,11 +5,11 @@ The lint runs on the real sources staged by ``scripts/lint_imports.py``; a plant
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

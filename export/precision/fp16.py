@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,6 +85,17 @@ def convert_to_fp16(model: onnx.ModelProto, islands: Fp32Islands | None = None) 
     converted = onnx.shape_inference.infer_shapes(converted, check_type=True, strict_mode=True)
     onnx.checker.check_model(converted)
     return converted, pass_.summary()
+
+
+def fp16_pass(fp32: onnx.ModelProto, islands: Fp32Islands) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The registry's FP16 pass: the converted graph and JSON-ready details (islands, node and cast counts)."""
+    model, summary = convert_to_fp16(fp32, islands)
+    details = {
+        "islands": {"op_types": list(islands.op_types), "scope_patterns": list(islands.scope_patterns)},
+        "fp16_nodes": summary.fp16_nodes, "fp32_nodes": summary.fp32_nodes,
+        "fp32_compute_nodes": summary.fp32_compute, "casts_added": summary.casts_added,
+    }
+    return model, details
 
 
 class _Fp16Pass:

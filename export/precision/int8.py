@@ -8,16 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pem.calibration.coverage import MacCoverage, int8_node_names, mac_coverage, node_macs
 from pem.calibration.images import list_images, load_rgb, require_disjoint
-from pem.calibration.quantize import Int8Quantizer
-from pem.calibration.recipe import QuantRecipe
-from pem.calibration.sensitivity import DEFAULT_BUDGET, SearchResult, folder_evaluator, search_fp32_blocks
+from pem.export.precision.coverage import MacCoverage, int8_node_names, mac_coverage, node_macs
+from pem.export.precision.quantize import Int8Quantizer
+from pem.export.precision.recipe import QuantRecipe
+from pem.export.precision.sensitivity import DEFAULT_BUDGET, SearchResult, folder_evaluator, search_fp32_blocks
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
 from pem.runtime.metadata import write_metadata
 
 if TYPE_CHECKING:
     import onnx
+
+    from pem.export.precision.registry import PrecisionRequest
 
 # Below this many calibration images the activation ranges rest on too few scenes: one image gave 66.6% pixel
 # agreement with FP32 on the tiny model. Fewer are accepted with a warning (progress line and the report).
@@ -87,3 +89,21 @@ def _coverage(quantizer: Int8Quantizer, model: onnx.ModelProto, image: Path) -> 
     with Predictor(quantizer.source, providers=["cpu"]) as predictor:
         feed, _ = predictor.preprocess(load_rgb(image))
     return mac_coverage(node_macs(quantizer.model, feed), int8_node_names(model))
+
+
+def int8_pass(fp32: onnx.ModelProto, request: PrecisionRequest, work: Path,
+              progress: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The registry's INT8 pass: ``request``'s calibration images, recipe (default: its FP32 islands) and optional
+    sensitivity search; the FP32 graph is written to ``work`` for the quantizer. PrecisionError without images."""
+    from pem.export.precision.registry import PrecisionError
+
+    if not request.calibration_images:
+        raise PrecisionError("INT8 needs calibration images (--calib-data DIR)")
+    fp32_path = work / "int8_source.onnx"
+    fp32_path.write_bytes(fp32.SerializeToString())
+    recipe = request.recipe or QuantRecipe(islands=request.islands)
+    outcome = quantize_to_int8(fp32_path, request.calibration_images, recipe, request.search_data, request.budget,
+                               request.search_images, progress)
+    if outcome.search is not None:
+        progress(outcome.search.table())
+    return outcome.model, outcome.details

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pem.calibration.images import CalibrationDataError
-from pem.calibration.phase_convs import rewrite_conv_transposes
-from pem.calibration.recipe import QUANTIZED_OP_TYPES, QuantRecipe
+from pem.calibration.ranges import calibrate_ranges
 from pem.export._deps import require
+from pem.export.precision.phase_convs import rewrite_conv_transposes
+from pem.export.precision.recipe import QUANTIZED_OP_TYPES, QuantRecipe
 from pem.export.precision.scopes import block_of, node_scopes
 
 if TYPE_CHECKING:
@@ -79,33 +79,14 @@ class Int8Quantizer:
         output = Path(self._work.name) / "quantized.onnx"
         with _quiet_quantizer():
             if not self._ranges.exists():
-                self._calibrate()
+                calibrate_ranges(self.source, self.images, QUANTIZED_OP_TYPES,
+                                 self.recipe.ort_arguments()["calibrate_method"], self.recipe.calibrator_options(),
+                                 self._ranges, Path(self._work.name))
             quantize_static(
                 str(self.source), str(output), None, nodes_to_exclude=excluded,
                 calibration_cache_path=str(self._ranges), **self.recipe.ort_arguments(),
             )
         return self.onnx.load(str(output))
-
-    def _calibrate(self) -> None:
-        """Activation ranges of the quantized op types over the calibration images, saved where ``quantize_static``
-        reads them (it does not pass histogram settings on to its own calibrator)."""
-        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
-        from pem.calibration.feeds import CalibrationFeeds
-
-        calibrator = create_calibrator(
-            self.source, list(QUANTIZED_OP_TYPES), Path(self._work.name) / "augmented.onnx",
-            calibrate_method=self.recipe.ort_arguments()["calibrate_method"],
-            extra_options=self.recipe.calibrator_options(),
-        )
-        try:
-            calibrator.collect_data(CalibrationFeeds(self.source, self.images))
-            ranges = calibrator.compute_data()
-        except (ValueError, RuntimeError) as error:  # ONNX Runtime's calibrator; image errors pass through
-            if isinstance(error, CalibrationDataError):
-                raise
-            raise CalibrationDataError(f"calibrating {self.source.name} failed: {error}") from error
-        save_tensors_data(ranges, self._ranges)
 
     def close(self) -> None:
         """Delete the work folder (calibration ranges, intermediate graphs)."""

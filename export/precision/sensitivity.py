@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pem.calibration.quantize import Int8Quantizer
+from pem.export.precision.quantize import Int8Quantizer
 
 if TYPE_CHECKING:
     import onnx

@@ -1,6 +1,6 @@
 """ONNX -> TensorRT engine and its manifest (``pem-export --format engine``).
 
-Precision is baked into the ONNX (FP16 casts or INT8 Q/DQ from ``pem.calibration``; ``pem.precision`` in its
+Precision is baked into the ONNX (FP16 casts or INT8 Q/DQ, ``pem.export.precision``; ``pem.precision`` in its
 metadata), so the network is built strongly typed: TensorRT 10.x with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``,
 TensorRT 11 always (no FP16/INT8 builder flags, no calibrators). :func:`build_engine` checks the options and the
 ONNX on the CPU first (precision, ``--shapes`` against the graph), then imports TensorRT, registers TensorRT's
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pem.export._deps import require
+from pem.export.precision.registry import FP32, tensorrt_precisions
 from pem.export.tensorrt.graph_rewrite import rewrite_for_plugins
 from pem.export.tensorrt.plugins import MIN_TENSORRT, PLUGIN_VERSION, register_plugins
 from pem.export.tensorrt.plugins.ptx import TritonCompatibilityError, check_triton
@@ -39,11 +40,10 @@ from pem.runtime.metadata import ArtifactMetadata
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["PRECISIONS", "EngineBuildError", "EngineOptions", "build_engine", "check_plugin_toolchain",
+__all__ = ["EngineBuildError", "EngineOptions", "build_engine", "check_plugin_toolchain",
            "engine_plugins", "format_parser_errors", "load_timing_cache", "make_manifest", "needs_strongly_typed_flag",
            "save_timing_cache", "write_engine"]
 
-PRECISIONS = ("fp32", "fp16", "int8")
 STANDARD_DEFORM_PLUGIN = "ModulatedDeformConv2d"  # TensorRT's plugin behind its ONNX DeformConv import
 
 
@@ -55,15 +55,16 @@ class EngineBuildError(PemError, RuntimeError):
 class EngineOptions:
     """How to build an engine.
 
-    ``precision``: fp32 | fp16 | int8, must match the ONNX's ``pem.precision`` (precision is in the graph; export
-    with that precision). ``shapes``: ``--shapes min,opt,max`` (``BxHxW`` or ``HxW`` each; None: the graph's fixed
-    size). ``orig_sizes``: ``--orig-sizes`` range of the original image size (default 1x1 .. largest input).
-    ``workspace_mb``: TensorRT's workspace pool limit (None: TensorRT's default, the device memory).
-    ``timing_cache``: file reused and updated across builds. ``plugins``: our TensorRT plugins instead of
-    TensorRT's DeformConv and the PrototypeGather function. ``command``: the command line, stored in the manifest
-    so a version/GPU mismatch can tell how to rebuild. ``verbose``: keep TensorRT's whole log (VERBOSE and up) and
-    print it to stderr when the parse or build fails (``--trt-verbose``). A fp32 build clears TensorRT's TF32 flag
-    (on by default), so an FP32 engine computes in FP32 as ONNX Runtime does (``--verify``'s 1e-3 tolerance).
+    ``precision``: a TensorRT precision of the registry (fp32, fp16, int8); must match the ONNX's ``pem.precision``
+    (precision is in the graph; export with that precision). ``shapes``: ``--shapes min,opt,max`` (``BxHxW`` or
+    ``HxW`` each; None: the graph's fixed size). ``orig_sizes``: ``--orig-sizes`` range of the original image size
+    (default 1x1 .. largest input). ``workspace_mb``: TensorRT's workspace pool limit (None: TensorRT's default, the
+    device memory). ``timing_cache``: file reused and updated across builds. ``plugins``: our TensorRT plugins
+    instead of TensorRT's DeformConv and the PrototypeGather function. ``command``: the command line, stored in the
+    manifest so a version/GPU mismatch can tell how to rebuild. ``verbose``: keep TensorRT's whole log (VERBOSE and
+    up) and print it to stderr when the parse or build fails (``--trt-verbose``). A fp32 build clears TensorRT's
+    TF32 flag (on by default), so an FP32 engine computes in FP32 as ONNX Runtime does (``--verify``'s 1e-3
+    tolerance).
     """
 
     precision: str = "fp32"
@@ -77,8 +78,8 @@ class EngineOptions:
 
     def validate(self) -> None:
         """Raise ValueError (ShapeError for shapes) on options that cannot work, before anything is loaded."""
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in tensorrt_precisions():
+            raise ValueError(f"TensorRT builds {', '.join(tensorrt_precisions())} graphs, not {self.precision!r}")
         if self.workspace_mb is not None and (not isinstance(self.workspace_mb, int) or self.workspace_mb < 1):
             raise ValueError(f"workspace_mb must be a positive number of MiB, got {self.workspace_mb!r}")
         if self.shapes is not None:
@@ -258,7 +259,7 @@ def _build_serialized(trt: Any, logger: Any, model_bytes: bytes, source: Path, s
         raise EngineBuildError(format_parser_errors(str(source), [(e.node_name(), e.node_operator(), e.desc())
                                                                    for e in errors]))
     config = builder.create_builder_config()
-    if options.precision == "fp32":  # BuilderFlag.TF32 is "enabled by default" (NvInfer.h, BuilderFlag::kTF32)
+    if options.precision == FP32:  # BuilderFlag.TF32 is "enabled by default" (NvInfer.h, BuilderFlag::kTF32)
         config.clear_flag(trt.BuilderFlag.TF32)
     if options.workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)

@@ -50,10 +50,13 @@ class Tolerances:
 
     @classmethod
     def for_precision(cls, precision: str) -> Tolerances:
-        """The tolerances of a ``fp32`` | ``fp16`` | ``int8`` graph (see the module docstring)."""
-        if precision == "fp32":
+        """The tolerances of a graph in one of the registry's TensorRT precisions (see the module docstring): FP32's
+        own, or the reduced precisions' (fp16, int8)."""
+        from pem.export.precision.registry import FP32, tensorrt_precisions
+
+        if precision == FP32:
             return cls(FP32_REL_L2, FP32_ID_AGREEMENT)
-        if precision in ("fp16", "int8"):
+        if precision in tensorrt_precisions():
             return cls(None, REDUCED_ID_AGREEMENT)
         raise ValueError(f"no verification tolerances for precision {precision!r}")
 

@@ -33,9 +33,9 @@ def graphs(tiny_onnx: Callable[..., Path], synthetic_dataset: Callable[..., Path
     """The FP32 panoptic export (128x128) and its FP16 and INT8 (ONNX Runtime target, min-max over 8 synthetic
     scenes) graphs."""
     from pem.calibration.images import list_images
-    from pem.calibration.int8_export import quantize_to_int8
-    from pem.calibration.recipe import QuantRecipe
     from pem.export.precision.apply import PrecisionRequest, apply_precision
+    from pem.export.precision.int8 import quantize_to_int8
+    from pem.export.precision.recipe import QuantRecipe
 
     folder = tmp_path_factory.mktemp("verify")
     fp32 = tiny_onnx("panoptic", SIZE)

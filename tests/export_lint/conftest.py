@@ -119,8 +119,8 @@ def calibration_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 def variant_graphs(tiny_onnx: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
                    calibration_images: tuple[Path, ...]) -> Callable[[Variant], dict[str, onnx.ModelProto]]:
     """``graphs(variant)`` -> ``{precision: ModelProto}`` for every ``--precision`` choice, made once per variant."""
-    from pem.calibration.recipe import QuantRecipe
     from pem.export.precision.apply import PrecisionRequest, apply_precision
+    from pem.export.precision.recipe import QuantRecipe
 
     assert "tensorrt" in cli_choices("--int8-target")
     cache: dict[Variant, dict[str, onnx.ModelProto]] = {}

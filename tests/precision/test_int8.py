@@ -12,12 +12,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pem.benchmarks.agreement import matched_pixel_agreement
-from pem.calibration.coverage import int8_node_names, mac_coverage, node_macs
 from pem.calibration.images import CalibrationDataError, list_images, load_rgb, require_disjoint
-from pem.calibration.int8_export import quantize_to_int8
-from pem.calibration.quantize import Int8Quantizer
-from pem.calibration.recipe import QuantRecipe, RecipeError
-from pem.calibration.sensitivity import search_fp32_blocks
+from pem.export.precision.coverage import int8_node_names, mac_coverage, node_macs
+from pem.export.precision.int8 import quantize_to_int8
+from pem.export.precision.quantize import Int8Quantizer
+from pem.export.precision.recipe import QuantRecipe, RecipeError
+from pem.export.precision.sensitivity import search_fp32_blocks
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
 from pem.runtime.predictor import Predictor
 
@@ -175,7 +175,7 @@ def test_pem_export_int8_cli(tiny_onnx: Callable[..., Path], calibration: list[P
     ("extra", "message"),
     [
         (["--precision", "int8"], "--precision int8 needs --calib-data DIR"),
-        (["--precision", "fp16", "--calib-data", "x"], "--calib-data only apply to --precision int8"),
+        (["--precision", "fp16", "--calib-data", "x"], "--calib-data only apply to a calibrated precision"),
         (["--precision", "int8", "--calib-data", "missing"], "calibration folder not found"),
         (["--precision", "int8", "--calib-data", "SAME", "--search-data", "SAME"], "must be disjoint"),
         (["--precision", "int8", "--calib-data", "BROKEN"], "cannot read calibration image"),

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pem.calibration.phase_convs import rewrite_conv_transposes
+from pem.export.precision.phase_convs import rewrite_conv_transposes
 
 
 def _graph(kernel: int, stride: int, pad: int, batch_norm: bool, **extra: object) -> onnx.ModelProto:

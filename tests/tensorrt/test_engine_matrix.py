@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pem.export.precision.registry import tensorrt_precisions
 from pem.runtime.engine_manifest import read_manifest
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = tensorrt_precisions()
 
 
 @pytest.fixture(scope="module")
