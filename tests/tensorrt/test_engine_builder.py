@@ -22,7 +22,7 @@ from pem.runtime.metadata import ArtifactError
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (EngineOptions(precision="bf16"), "precision must be one of fp32, fp16, int8, got 'bf16'"),
+    (EngineOptions(precision="bf16"), "TensorRT builds fp32, fp16, int8 graphs, not 'bf16'"),
     (EngineOptions(workspace_mb=0), "workspace_mb must be a positive number of MiB"),
     (EngineOptions(shapes="512,1024,2048"), "cannot read '512'"),
     (EngineOptions(orig_sizes="1x2x3"), "--orig-sizes: cannot read '1x2x3' as HxW"),
