@@ -27,6 +27,7 @@ from pem.export.precision.registry import (
 )
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
 from pem.runtime.metadata import read_metadata
+from tests.toy_distribution import install_toy_distribution
 
 TOY_MODULE = '''
 """A toy precision: the FP32 graph with every FP32 weight rounded to bfloat16 (round to nearest even)."""
@@ -56,22 +57,12 @@ CLASHING = PrecisionMode("fp16", "a second fp16", round_weights)
 '''
 
 
-def install_toy_precision(site: Path, entries: dict[str, str]) -> None:
-    """Write the package ``toy_pem_precision`` and a dist-info declaring ``entries`` in the precision group."""
-    (site / "toy_pem_precision").mkdir()
-    (site / "toy_pem_precision" / "__init__.py").write_text(TOY_MODULE)
-    info = site / "toy_pem_precision-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-pem-precision\nVersion: 0.1\n")
-    lines = "".join(f"{name} = {value}\n" for name, value in entries.items())
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
-
-
 @pytest.fixture()
 def toy_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     site = tmp_path / "site"
     site.mkdir()
-    install_toy_precision(site, {"bf16w": "toy_pem_precision:MODE"})
+    install_toy_distribution(site, "toy_pem_precision", TOY_MODULE, ENTRY_POINT_GROUP,
+                             {"bf16w": "toy_pem_precision:MODE"})
     monkeypatch.syspath_prepend(str(site))
     return site
 
@@ -146,7 +137,8 @@ def test_a_mode_reusing_a_built_in_name_is_one_line(tmp_path: Path, monkeypatch:
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    install_toy_precision(site, {"fp16": "toy_pem_precision:CLASHING"})
+    install_toy_distribution(site, "toy_pem_precision", TOY_MODULE, ENTRY_POINT_GROUP,
+                             {"fp16": "toy_pem_precision:CLASHING"})
     monkeypatch.syspath_prepend(str(site))
     code = export_main(["--onnx", str(tiny_onnx("raw")), "--precision", "fp16", "--output", str(tmp_path / "x.onnx")])
     assert code == 2

@@ -14,6 +14,7 @@ import pytest
 from pem.runtime import Predictor
 from pem.runtime.backends import ENTRY_POINT_GROUP, backend_names, open_backend, url_scheme
 from pem.runtime.metadata import ArtifactError
+from tests.toy_distribution import install_toy_distribution
 
 TOY_MODULE = '''
 """A toy backend: ONNX graphs stored with the suffix .toy, run by ONNX Runtime, counting its calls."""
@@ -35,22 +36,12 @@ class NotABackend:
 '''
 
 
-def install_toy_distribution(site: Path, entries: dict[str, str]) -> None:
-    """Write the package ``toy_pem_backend`` and a dist-info declaring ``entries`` in the backend group."""
-    (site / "toy_pem_backend").mkdir()
-    (site / "toy_pem_backend" / "__init__.py").write_text(TOY_MODULE)
-    info = site / "toy_pem_backend-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-pem-backend\nVersion: 0.1\n")
-    lines = "".join(f"{name} = {value}\n" for name, value in entries.items())
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
-
-
 @pytest.fixture()
 def toy_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     site = tmp_path / "site"
     site.mkdir()
-    install_toy_distribution(site, {"toy": "toy_pem_backend:ToyBackend", "broken": "toy_pem_backend:NotABackend"})
+    install_toy_distribution(site, "toy_pem_backend", TOY_MODULE, ENTRY_POINT_GROUP,
+                             {"toy": "toy_pem_backend:ToyBackend", "broken": "toy_pem_backend:NotABackend"})
     monkeypatch.syspath_prepend(str(site))
     return site
 

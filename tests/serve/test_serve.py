@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -14,20 +13,11 @@ import pytest
 
 pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip install 'tritonclient[http]'")
 
-from pem.runtime.predictor import Predictor  # noqa: E402
+from pem.runtime.predictor import Predictor
+from pem.serve.launcher import free_ports  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / ".venv-serve" / "bin" / "pem-serve"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
@@ -53,7 +43,7 @@ def served(tiny_onnx: Callable[..., Path]) -> Iterator[tuple[str, Path, subproce
         pytest.skip(f"{SERVE} missing: python3 -m venv .venv-serve && .venv-serve/bin/pip install -e '.[serve]' "
                     "onnxruntime pillow opencv-python-headless")
     artifact = tiny_onnx()
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     process = subprocess.Popen([str(SERVE), str(artifact), "--http-port", str(http), "--grpc-port", str(grpc),
                                 "--metrics-port", str(metrics), "--threads", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
