@@ -1,19 +1,24 @@
 """pem-serve end to end on loopback: a real Triton server (PyTriton) from ``.venv-serve``, real HTTP clients."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip install 'tritonclient[http]'")
 
-from pem.runtime.predictor import Predictor
+from PIL import Image  # noqa: E402
+
+from pem.runtime.cli import main as predict_main  # noqa: E402
+from pem.runtime.predictor import Predictor  # noqa: E402
 from pem.serve.launcher import free_ports  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,9 +41,17 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     raise AssertionError(f"pem-serve not ready within {timeout_s} s")
 
 
+class Served(NamedTuple):
+    """One pem-serve for the whole module: its HTTP model URL, the artifact it serves, its process."""
+
+    url: str
+    artifact: Path
+    process: subprocess.Popen
+
+
 @pytest.fixture(scope="module")
-def served(tiny_onnx: Callable[..., Path]) -> Iterator[tuple[str, Path, subprocess.Popen]]:
-    """(model URL, artifact, server process) of pem-serve on free loopback ports, both its models loaded."""
+def served(tiny_onnx: Callable[..., Path]) -> Iterator[Served]:
+    """pem-serve on free loopback ports, both its models loaded; the module's last test stops it."""
     if not SERVE.is_file():
         pytest.skip(f"{SERVE} missing: python3 -m venv .venv-serve && .venv-serve/bin/pip install -e '.[serve]' "
                     "onnxruntime pillow opencv-python-headless")
@@ -49,17 +62,17 @@ def served(tiny_onnx: Callable[..., Path]) -> Iterator[tuple[str, Path, subproce
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", process, 60)
-        yield f"http://127.0.0.1:{http}/pem", artifact, process
+        yield Served(f"http://127.0.0.1:{http}/pem", artifact, process)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
 
 
-def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(served) -> None:
+def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(served: Served) -> None:
     import tritonclient.http as client_http
 
-    url, artifact, process = served
+    url, artifact = served.url, served.artifact
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (96 + 8 * (i % 3), 120, 3), dtype=np.uint8) for i in range(4)]
     local = Predictor(artifact, threads=1)  # the server's --threads: the same float sums
@@ -93,8 +106,35 @@ def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(se
     local.close()
 
 
-def test_sigterm_stops_cleanly(served) -> None:
-    _, _, process = served
+def _write_frames(folder: Path) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index, (height, width) in enumerate([(96, 120), (112, 100), (128, 128)]):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"frame{index}.png")
+    return folder
+
+
+def test_pem_predict_on_the_url_writes_what_it_writes_in_process(served: Served, tmp_path: Path) -> None:
+    source = _write_frames(tmp_path / "frames")
+    remote, local = tmp_path / "remote", tmp_path / "local"
+    save = ["--save", "panoptic,semantic,overlay", "--quiet"]
+    assert predict_main([served.url, str(source), "--out", str(remote), *save]) == 0
+    assert predict_main([str(served.artifact), str(source), "--out", str(local), "--threads", "1", *save]) == 0
+    written = sorted(p.relative_to(remote) for p in remote.rglob("*.png"))
+    assert len(written) == 6 and written == sorted(p.relative_to(local) for p in local.rglob("*.png"))
+    for name in written:
+        assert (remote / name).read_bytes() == (local / name).read_bytes(), name
+    annotations = json.loads((remote / "panoptic.json").read_text())
+    assert annotations == json.loads((local / "panoptic.json").read_text())
+    assert all(entry["segments_info"] for entry in annotations["annotations"])  # ids that say something
+    for name in ("frame0", "frame1", "frame2"):
+        assert (remote / "overlay" / f"{name}.jpg").read_bytes() == (local / "overlay" / f"{name}.jpg").read_bytes()
+    summary = json.loads((remote / "summary.json").read_text())
+    assert summary["processed"] == 3 and not summary["failed"] and summary["backend"].startswith("tritonserver")
+
+
+def test_sigterm_stops_cleanly(served: Served) -> None:
+    process = served.process
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output[-2000:]
