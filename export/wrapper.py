@@ -11,8 +11,12 @@ presets score classes at h' x w' and crop/resize the K class maps instead, as th
 ``input`` and ``mask``: the same per-pixel work on the mask logits at F (``pem.inference.to_fusion_size``); the graph
 has no ``orig_size`` input and the host resizes the id maps.
 
-Cost at F: one sigmoid per mask value, the class-mask contraction as one batched matrix product [K, Q] x [Q, F], an
-argmax over it (no per-pixel softmax: class probabilities exist per query only).
+Cost at F: one sigmoid per mask value, the class-mask contraction as one batched matrix product [F, Q] x [Q, K], an
+argmax over its last (contiguous) axis (no per-pixel softmax: class probabilities exist per query only). Fusion
+size ``input`` with more than ``SEMANTIC_CANDIDATES`` classes contracts only the candidates that the mask-resolution
+scores rank first (:meth:`ExportWrapper.candidate_classes`): every class that wins a mask-resolution pixel, then the
+runners-up by how close they come; a label differs from the full contraction only where a class that wins no
+mask-resolution pixel and ranks below them wins an input pixel (``pem.benchmarks.fusion_size`` measures agreement).
 """
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ from torch import nn
 from pem.inference import to_fusion_size
 from pem.kernels import panoptic_pixel_stage_torch
 from pem.modeling.pem_model import PEM
-from pem.runtime.contract import FUSION_ORIGINAL, FUSION_SIZES, HEADS, INPUT_LAYOUTS
+from pem.runtime.contract import FUSION_INPUT, FUSION_ORIGINAL, FUSION_SIZES, HEADS, INPUT_LAYOUTS
+
+# classes contracted at the input resolution by the semantic head of fusion size ``input`` (all when fewer)
+SEMANTIC_CANDIDATES = 32
 
 
 class ExportWrapper(nn.Module):
@@ -118,10 +125,41 @@ class ExportWrapper(nn.Module):
             scores = F.interpolate(
                 scores[:, :, : image_size[0], : image_size[1]], size=output_size, mode="bilinear", align_corners=False
             )
-        else:
-            masks = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size).sigmoid()
-            scores = self.contract(probs, masks)
-        return scores.argmax(1)
+            return scores.argmax(1)
+        masks = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size).sigmoid()
+        if self.fusion_size != FUSION_INPUT or probs.shape[1] <= SEMANTIC_CANDIDATES:
+            return self.contract_argmax(probs, masks)
+        return self.candidates_argmax(probs, mask_logits, masks, SEMANTIC_CANDIDATES)
+
+    @classmethod
+    def candidates_argmax(cls, probs: torch.Tensor, mask_logits: torch.Tensor, masks: torch.Tensor,
+                          count: int) -> torch.Tensor:
+        """:meth:`contract_argmax` over the ``count`` classes of :meth:`candidate_classes` only: probs [B, K, Q],
+        mask logits [B, Q, h, w] at the mask stride, masks [B, Q, H, W] sigmoids at F -> int64 [B, H, W] in 0..K-1."""
+        classes = cls.candidate_classes(probs, mask_logits, count)
+        kept = torch.gather(probs, 1, classes[:, :, None].expand(-1, -1, probs.shape[2]))
+        winners = cls.contract_argmax(kept, masks)
+        return torch.gather(classes, 1, winners.flatten(1)).reshape(winners.shape)
+
+    @staticmethod
+    def contract_argmax(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """probs [B, K, Q] x masks [B, Q, H, W] -> int64 [B, H, W]: the argmax over c of the scores, contracted as one
+        MatMul [B, H*W, Q] x [B, Q, K] so that the argmax runs over the contiguous last axis (ONNX Runtime's ArgMax
+        over a strided axis costs several times the MatMul at 512x512 x 150 classes)."""
+        batch, queries, height, width = masks.shape
+        scores = torch.matmul(masks.reshape(batch, queries, height * width).transpose(1, 2), probs.transpose(1, 2))
+        return scores.argmax(2).reshape(batch, height, width)
+
+    @staticmethod
+    def candidate_classes(probs: torch.Tensor, mask_logits: torch.Tensor, count: int) -> torch.Tensor:
+        """probs [B, K, Q], mask logits [B, Q, h, w] at the mask stride -> int64 [B, count] class indices: the
+        classes ranked by their best margin over the strongest other class at any mask-resolution pixel (positive
+        for a class that wins a pixel there, its distance from winning otherwise), the first ``count``."""
+        batch, queries = mask_logits.shape[:2]
+        low = torch.matmul(mask_logits.reshape(batch, queries, -1).sigmoid().transpose(1, 2), probs.transpose(1, 2))
+        top = low.topk(2, dim=2).values
+        rival = torch.where(low >= top[:, :, :1], top[:, :, 1:], top[:, :, :1])
+        return (low - rival).amax(1).topk(count, dim=1).indices
 
     @staticmethod
     def contract(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,8 @@ INPUT_ORIG_SIZE = "orig_size"
 
 HEADS = ("raw", "semantic", "panoptic")
 FUSION_ORIGINAL = "original"
-FUSION_SIZES = (FUSION_ORIGINAL, "input", "mask")
+FUSION_INPUT = "input"
+FUSION_SIZES = (FUSION_ORIGINAL, FUSION_INPUT, "mask")
 DEFAULT_FUSION_SIZE = "input"  # of new exports; artifacts without ``pem.fusion_size`` are ``original``
 MASK_STRIDE = 4  # input pixels per mask-logit pixel
 LAYOUT_UINT8_NHWC = "uint8_nhwc"

@@ -77,8 +77,8 @@ def test_predictor_maps_agree_with_the_reference_chain(tiny_model: PEM, panoptic
 
 def test_the_semantic_head_is_cheap(semantic_mask: Path) -> None:
     """The wrapper's head (nodes without a module path): one Sigmoid over the [1, Q, F] mask logits, the contraction
-    as one MatMul [1, K, Q] x [1, Q, F], softmax over [1, Q, K+1] only, no Einsum; nothing int64/float64 in the whole
-    graph beyond the output's size."""
+    as one MatMul [1, F, Q] x [1, Q, K] (the argmax then runs over the contiguous class axis), softmax over
+    [1, Q, K+1] only, no Einsum; nothing int64/float64 in the whole graph beyond the output's size."""
     model = onnx.shape_inference.infer_shapes(onnx.load(str(semantic_mask)))
     values = {v.name: v.type.tensor_type for v in [*model.graph.value_info, *model.graph.output]}
 
@@ -88,7 +88,7 @@ def test_the_semantic_head_is_cheap(semantic_mask: Path) -> None:
     head = [n for n in model.graph.node if n.name.startswith(SCOPE_SEPARATOR)]
     fusion = 32 * 32  # ceil(128 / 4) squared
     shapes = {op: [dims(n.output[0]) for n in head if n.op_type == op] for op in ("Sigmoid", "MatMul", "Softmax")}
-    assert shapes == {"Sigmoid": [[1, 20, 32, 32]], "MatMul": [[1, 8, fusion]], "Softmax": [[1, 20, 9]]}
+    assert shapes == {"Sigmoid": [[1, 20, 32, 32]], "MatMul": [[1, fusion, 8]], "Softmax": [[1, 20, 9]]}
     assert not any(n.op_type == "Einsum" for n in head)  # 20 queries, 8 classes of the tiny preset
     assert dims("semantic") == [1, 32, 32]
     wide = [name for name, value in values.items()
