@@ -5,9 +5,10 @@ own :class:`~pem.runtime.Predictor`. A request carries one frame. When the artif
 no ``orig_size`` input, frames of one call (Triton's dynamic batcher groups requests) that resize to the same size
 run as one graph batch; otherwise each frame runs alone.
 
-Errors: a bad frame (undecodable bytes, wrong dtype or shape, over the pixel budget) raises :class:`BadFrame`;
-PyTriton answers every request of that call with the error (``pytriton/proxy/model.py`` ``BatchResponsesHandler``,
-tag v0.7.0), which is that request only unless dynamic batching grouped it with others (``--max-batch`` > 1).
+Errors: a bad frame (undecodable bytes, wrong dtype or shape, over the pixel budget ``--max-pixels``) raises
+:class:`BadFrame`, whose message is one line ``pem-serve: PROBLEM: DETAIL``; PyTriton answers every request of that
+call with the error (``pytriton/proxy/model.py`` ``BatchResponsesHandler``, tag v0.7.0), which is that request only
+unless dynamic batching grouped it with others (``--max-batch`` > 1).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pem.runtime.backends.tritonserver import (
+    ERROR_PREFIX,
     FRAME_OUTPUTS,
     INPUT_IMAGE_BYTES,
     INPUT_PIXELS,
@@ -40,26 +42,38 @@ LOGGER = logging.getLogger("pem.serve")
 
 
 class BadFrame(PemError, ValueError):
-    """A request's frame that cannot be predicted; the message goes back to that request."""
+    """A request's frame that cannot be predicted; the message, ``pem-serve: PROBLEM: DETAIL``, goes back to that
+    request (``reason`` is ``PROBLEM: DETAIL``)."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        self.reason = f"{problem}: {detail}"
+        super().__init__(ERROR_PREFIX + self.reason)
+
+
+def _over_budget(height: int, width: int, max_pixels: int) -> BadFrame:
+    return BadFrame("image over the size budget", f"{height}x{width} is {height * width:,} pixels, the limit is "
+                    f"{max_pixels:,} (pem-serve --max-pixels)")
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Encoded image bytes -> uint8 [H, W, 3] RGB (EXIF orientation applied; grey, palette, alpha converted);
     BadFrame for data Pillow cannot decode and for images over ``max_pixels`` (checked before decoding)."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # our limit, not Pillow's bomb check, refuses large images
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
         with opened:
             if opened.width * opened.height > max_pixels:
-                raise BadFrame(f"{opened.height}x{opened.width} image is over the limit of {max_pixels:,} pixels")
+                raise _over_budget(opened.height, opened.width, max_pixels)
             rgb = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     except UnidentifiedImageError:
-        raise BadFrame(f"{len(data)} bytes that are not an image Pillow can read") from None
+        raise BadFrame("corrupt image", f"{len(data)} bytes that are not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, BadFrame):
             raise
-        raise BadFrame(f"truncated or corrupt image ({exc})") from None
+        raise BadFrame("corrupt image", f"truncated or undecodable ({exc})") from None
     return np.ascontiguousarray(rgb)
 
 
@@ -68,21 +82,21 @@ def _frame(request: Any, max_pixels: int) -> np.ndarray:
     data = request.data
     given = [name for name in (INPUT_IMAGE_BYTES, INPUT_PIXELS) if name in data]
     if len(given) != 1:
-        raise BadFrame(f"send exactly one of the inputs {INPUT_IMAGE_BYTES!r} (encoded bytes) and {INPUT_PIXELS!r} "
-                       f"(uint8 HxWx3), got {given or 'neither'}")
+        raise BadFrame("bad request", f"send exactly one of the inputs {INPUT_IMAGE_BYTES!r} (encoded bytes) and "
+                       f"{INPUT_PIXELS!r} (uint8 HxWx3), got {given or 'neither'}")
     array = data[given[0]]
     if array.shape[0] != 1:
-        raise BadFrame(f"one frame per request (batch 1), got a batch of {array.shape[0]}")
+        raise BadFrame("bad request", f"one frame per request (batch 1), got a batch of {array.shape[0]}")
     if given[0] == INPUT_IMAGE_BYTES:
         value = array.ravel()[0]
         return decode_image(value if isinstance(value, bytes) else bytes(value), max_pixels)
     pixels = array[0]
     if pixels.shape[0] * pixels.shape[1] > max_pixels:
-        raise BadFrame(f"{pixels.shape[0]}x{pixels.shape[1]} frame is over the limit of {max_pixels:,} pixels")
+        raise _over_budget(pixels.shape[0], pixels.shape[1], max_pixels)
     try:
         check_image(pixels)
     except (TypeError, ValueError) as exc:
-        raise BadFrame(str(exc)) from None
+        raise BadFrame("bad pixels", str(exc)) from None
     return pixels
 
 
@@ -107,10 +121,13 @@ class FrameModel:
             try:
                 frames.append(_frame(request, self.max_pixels))
             except BadFrame as exc:
-                problems.append(f"request {index + 1} of {len(requests)}: {exc}" if len(requests) > 1 else str(exc))
+                problems.append(exc if len(requests) == 1 else
+                                BadFrame(f"request {index + 1} of {len(requests)} in a dynamic batch", exc.reason))
         if problems:
-            LOGGER.warning("pem-serve: refused: %s", "; ".join(problems))
-            raise BadFrame("; ".join(problems))
+            refused = problems[0] if len(problems) == 1 else BadFrame("bad requests in a dynamic batch",
+                                                                        "; ".join(p.reason for p in problems))
+            LOGGER.warning("refused: %s", refused.reason)
+            raise refused
         results = self._batched(frames) if self.batch and len(frames) > 1 else [self._one(f) for f in frames]
         return [encode_result(result, request.requested_output_names or FRAME_OUTPUTS)
                 for request, result in zip(requests, results)]
@@ -119,8 +136,8 @@ class FrameModel:
         try:
             return self.predictor(frame)
         except PemError as exc:
-            LOGGER.warning("pem-serve: refused: %s", exc)
-            raise BadFrame(str(exc)) from None
+            LOGGER.warning("refused: %s", exc)
+            raise BadFrame("frame refused", str(exc)) from None
 
     def _batched(self, frames: list[np.ndarray]) -> list[Result]:
         """Frames that resize to one size run as one graph batch; the others alone."""

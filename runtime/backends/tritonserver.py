@@ -16,7 +16,9 @@ Every request carries one frame (batch dimension 1):
   ``png`` BYTES [1, 1] (the panoptic map as a COCO-panoptic PNG, or the class map of semantic-only artifacts),
   ``fusion_panoptic`` / ``fusion_semantic`` INT32 [1, h, w] the maps at the artifact's fusion resolution;
 * the model ``<MODEL>_metadata`` answers any ``request`` BYTES [1, 1] with ``metadata`` BYTES [1, 1]: JSON with
-  the artifact's metadata (``props``), its graph ``inputs``/``outputs`` and the server's ``backend``.
+  the artifact's metadata (``props``), its graph ``inputs``/``outputs`` and the server's ``backend``;
+* a refused frame's error holds one line ``pem-serve: PROBLEM: DETAIL`` (``corrupt image``, ``image over the size
+  budget``, ``bad request``, ...); PyTriton 0.7 wraps it in its own traceback text, which this client drops.
 
 tritonclient is imported when a backend is opened: ``pip install "pem-edge[serve]"`` (or ``tritonclient[http,grpc]``).
 """
@@ -39,14 +41,15 @@ from pem.runtime.fusion import Segment
 from pem.runtime.metadata import ArtifactError, ArtifactMetadata
 from pem.runtime.result import Result
 
-__all__ = ["FRAME_OUTPUTS", "INPUT_IMAGE_BYTES", "INPUT_PIXELS", "METADATA_SUFFIX", "ServerError",
-           "TritonServerBackend", "describe_tensors", "encode_result", "metadata_payload", "parse_url"]
+__all__ = ["ERROR_PREFIX", "FRAME_OUTPUTS", "INPUT_IMAGE_BYTES", "INPUT_PIXELS", "METADATA_SUFFIX", "ServerError",
+           "TritonServerBackend", "describe_tensors", "encode_result", "error_line", "metadata_payload", "parse_url"]
 
 INSTALL_HINT = 'pip install "pem-edge[serve]" (or tritonclient[http,grpc])'
 INPUT_IMAGE_BYTES = "image"
 INPUT_PIXELS = "pixels"
 FRAME_OUTPUTS = ("panoptic", "semantic", "segments", "png", "fusion_panoptic", "fusion_semantic")
 METADATA_SUFFIX = "_metadata"
+ERROR_PREFIX = "pem-serve: "
 TIMEOUT_S = 120.0
 
 
@@ -63,6 +66,18 @@ def parse_url(url: str) -> tuple[str, str, str]:
             or "/" in model:
         raise ArtifactError(f"{url}: a served model is http://HOST:PORT/MODEL, https://... or grpc://HOST:PORT/MODEL")
     return parts.scheme, parts.netloc, model
+
+
+def error_line(message: str) -> str:
+    """The one line worth showing of a server's error text: from ``pem-serve: `` to the end of its line when the
+    text has one, else its last unindented line (Triton's own errors are one line; tracebacks end with the
+    exception's line before PyTriton's indented ``At:`` trailer)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line[0].isspace()]
+    for line in lines:
+        if ERROR_PREFIX in line:
+            return line[line.index(ERROR_PREFIX):]
+    kept = [line for line in lines if line != "At:"]
+    return kept[-1] if kept else message.strip()
 
 
 def describe_tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
@@ -208,7 +223,7 @@ class TritonServerBackend(Backend):
                 response = self._client().infer(model, inputs, outputs=requested)
         except self._server_error as exc:
             message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-            raise ServerError(f"{self.artifact}: {str(message).strip().splitlines()[-1] if message else exc}") from None
+            raise ServerError(f"{self.artifact}: {error_line(str(message or exc))}") from None
         return {name: response.as_numpy(name) for name in outputs}
 
     def predict_frame(self, image: np.ndarray, metadata: ArtifactMetadata) -> Result:

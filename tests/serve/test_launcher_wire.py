@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pem.runtime.backends.tritonserver import encode_result, metadata_payload, parse_url
+from pem.runtime.backends.tritonserver import encode_result, error_line, metadata_payload, parse_url
 from pem.runtime.metadata import ArtifactError
 from pem.runtime.predictor import Predictor
 from pem.serve.launcher import ServeError, python_library_env
@@ -55,3 +55,23 @@ def test_encode_result_shapes_dtypes_and_segments(tiny_onnx) -> None:
                                         predictor.backend.outputs, "onnxruntime"))
     assert props["props"] == dict(predictor.backend.metadata) and props["backend"] == "onnxruntime"
     predictor.close()
+
+
+# the error text tritonclient gets from PyTriton 0.7 for a refused frame (paths shortened)
+PYTRITON_ERROR = (
+    "Failed to process the request(s) for model 'pem_0_0', message: TritonModelException: Model execute error: "
+    "Traceback (most recent call last):\n  File \"/tmp/f/1/model.py\", line 492, in execute\n    raise "
+    "triton_responses_or_error\nc_python_backend_utils.TritonModelException: Traceback (most recent call last):\n"
+    "  File \"serve/model.py\", line 124, in __call__\n    raise refused\npem.serve.model.BadFrame: pem-serve: "
+    "corrupt image: 7 bytes that are not an image Pillow can read\n\n\n\nAt:\n  /tmp/f/1/model.py(501): execute\n")
+
+
+@pytest.mark.parametrize(("message", "line"), [
+    (PYTRITON_ERROR, "pem-serve: corrupt image: 7 bytes that are not an image Pillow can read"),
+    ("[request id: <id_unknown>] inference input 'pixels' data-type is 'INT32', but model 'pem' expects 'UINT8'",
+     "[request id: <id_unknown>] inference input 'pixels' data-type is 'INT32', but model 'pem' expects 'UINT8'"),
+    ("Model execute error: Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+     "ValueError: broken\n\nAt:\n  x.py(1): f\n", "ValueError: broken"),
+])
+def test_error_line_keeps_the_line_that_names_the_problem(message: str, line: str) -> None:
+    assert error_line(message) == line

@@ -1,6 +1,7 @@
 """pem-serve end to end on loopback: a real Triton server (PyTriton) from ``.venv-serve``, real HTTP clients."""
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -17,12 +18,14 @@ pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip insta
 
 from PIL import Image  # noqa: E402
 
+from pem.runtime.backends.tritonserver import ServerError  # noqa: E402
 from pem.runtime.cli import main as predict_main  # noqa: E402
 from pem.runtime.predictor import Predictor  # noqa: E402
 from pem.serve.launcher import free_ports  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / ".venv-serve" / "bin" / "pem-serve"
+MAX_PIXELS = 20_000  # the server's --max-pixels: every test frame is below it, 150x150 is over
 
 
 def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
@@ -58,7 +61,7 @@ def served(tiny_onnx: Callable[..., Path]) -> Iterator[Served]:
     artifact = tiny_onnx()
     http, grpc, metrics = free_ports(3)
     process = subprocess.Popen([str(SERVE), str(artifact), "--http-port", str(http), "--grpc-port", str(grpc),
-                                "--metrics-port", str(metrics), "--threads", "1"],
+                                "--metrics-port", str(metrics), "--threads", "1", "--max-pixels", str(MAX_PIXELS)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", process, 60)
@@ -131,6 +134,30 @@ def test_pem_predict_on_the_url_writes_what_it_writes_in_process(served: Served,
         assert (remote / "overlay" / f"{name}.jpg").read_bytes() == (local / "overlay" / f"{name}.jpg").read_bytes()
     summary = json.loads((remote / "summary.json").read_text())
     assert summary["processed"] == 3 and not summary["failed"] and summary["backend"].startswith("tritonserver")
+
+
+def test_an_image_over_the_size_budget_is_refused_alone(served: Served) -> None:
+    import tritonclient.http as client_http
+    from tritonclient.utils import InferenceServerException
+
+    budget = (f"image over the size budget: 150x150 is 22,500 pixels, the limit is {MAX_PIXELS:,} "
+              "(pem-serve --max-pixels)")
+    with Predictor(served.url) as remote, Predictor(served.artifact, threads=1) as local:
+        with pytest.raises(ServerError) as caught:
+            remote(np.zeros((150, 150, 3), np.uint8))
+        assert str(caught.value) == f"{served.url}: pem-serve: {budget}"
+        encoded = io.BytesIO()
+        Image.fromarray(np.zeros((150, 150, 3), np.uint8)).save(encoded, format="PNG")
+        image = client_http.InferInput("image", [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[encoded.getvalue()]], dtype=np.object_))
+        raw = client_http.InferenceServerClient(served.url.split("/")[2])
+        with pytest.raises(InferenceServerException) as caught:
+            raw.infer("pem", [image])
+        assert f"pem-serve: {budget}" in caught.value.message()
+        raw.close()
+        frame = np.random.default_rng(2).integers(0, 256, (100, 140, 3), dtype=np.uint8)  # 14,000: within budget
+        for _ in range(3):
+            assert np.array_equal(remote(frame).panoptic, local(frame).panoptic)
 
 
 def test_sigterm_stops_cleanly(served: Served) -> None:
