@@ -138,11 +138,13 @@ def encode_result(result: Result, wanted: Collection[str]) -> dict[str, np.ndarr
 
 def _import_client(scheme: str) -> tuple[Any, Any]:
     """(tritonclient.http or .grpc, tritonclient.utils), or ImportError saying how to install them."""
+    flavour = "grpc" if scheme == "grpc" else "http"
     try:
-        module = importlib.import_module("tritonclient.grpc" if scheme == "grpc" else "tritonclient.http")
+        module = importlib.import_module(f"tritonclient.{flavour}")
         utils = importlib.import_module("tritonclient.utils")
-    except ImportError as exc:
-        raise ImportError(f"the tritonserver backend needs tritonclient: {INSTALL_HINT} ({exc})") from exc
+    except (ImportError, RuntimeError) as exc:  # tritonclient.grpc raises RuntimeError when grpcio is missing
+        raise ImportError(f"the tritonserver backend needs tritonclient with {flavour} support for {scheme}:// URLs: "
+                          f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
     return module, utils
 
 

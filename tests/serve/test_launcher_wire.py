@@ -1,6 +1,7 @@
 """The launcher's libpython environment and the wire format's encode side (no server needed)."""
 from __future__ import annotations
 
+import importlib
 import json
 import sysconfig
 from pathlib import Path
@@ -8,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pem.runtime.backends.tritonserver import encode_result, error_line, metadata_payload, parse_url
+from pem.runtime.backends.tritonserver import (
+    TritonServerBackend,
+    encode_result,
+    error_line,
+    metadata_payload,
+    parse_url,
+)
 from pem.runtime.metadata import ArtifactError
 from pem.runtime.predictor import Predictor
 from pem.serve.launcher import ServeError, python_library_env
@@ -75,3 +82,17 @@ PYTRITON_ERROR = (
 ])
 def test_error_line_keeps_the_line_that_names_the_problem(message: str, line: str) -> None:
     assert error_line(message) == line
+
+
+def test_a_grpc_url_without_grpcio_is_one_import_error_saying_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.import_module
+
+    def without_grpcio(name: str, package: str | None = None) -> object:
+        if name == "tritonclient.grpc":  # what tritonclient.grpc raises when grpcio is not installed
+            raise RuntimeError("The installation does not include grpc support.")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_grpcio)
+    with pytest.raises(ImportError, match=r"with grpc support for grpc:// URLs: pip install .*grpc support") as caught:
+        TritonServerBackend("grpc://127.0.0.1:1/pem")
+    assert "\n" not in str(caught.value)

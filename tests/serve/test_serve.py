@@ -48,6 +48,7 @@ class Served(NamedTuple):
     """One pem-serve for the whole module: its HTTP model URL, the artifact it serves, its process."""
 
     url: str
+    grpc_url: str
     artifact: Path
     process: subprocess.Popen
 
@@ -65,7 +66,7 @@ def served(tiny_onnx: Callable[..., Path]) -> Iterator[Served]:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", process, 60)
-        yield Served(f"http://127.0.0.1:{http}/pem", artifact, process)
+        yield Served(f"http://127.0.0.1:{http}/pem", f"grpc://127.0.0.1:{grpc}/pem", artifact, process)
     finally:
         if process.poll() is None:
             process.kill()
@@ -158,6 +159,19 @@ def test_an_image_over_the_size_budget_is_refused_alone(served: Served) -> None:
         frame = np.random.default_rng(2).integers(0, 256, (100, 140, 3), dtype=np.uint8)  # 14,000: within budget
         for _ in range(3):
             assert np.array_equal(remote(frame).panoptic, local(frame).panoptic)
+
+
+def test_grpc_gives_the_http_result(served: Served) -> None:
+    try:
+        import tritonclient.grpc  # noqa: F401
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: tritonclient without grpcio
+        pytest.skip(f"tritonclient.grpc unavailable: pip install 'tritonclient[grpc]' ({exc})")
+    frame = np.random.default_rng(3).integers(0, 256, (104, 136, 3), dtype=np.uint8)
+    with Predictor(served.grpc_url) as over_grpc, Predictor(served.url) as over_http:
+        assert over_grpc.backend.description.startswith(f"tritonserver {served.grpc_url}")
+        by_grpc, by_http = over_grpc(frame), over_http(frame)
+    assert np.array_equal(by_grpc.panoptic, by_http.panoptic) and np.array_equal(by_grpc.semantic, by_http.semantic)
+    assert by_grpc.segments == by_http.segments and by_grpc.segments
 
 
 def test_sigterm_stops_cleanly(served: Served) -> None:
