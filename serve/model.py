@@ -8,7 +8,8 @@ run as one graph batch; otherwise each frame runs alone.
 Errors: a bad frame (undecodable bytes, wrong dtype or shape, over the pixel budget ``--max-pixels``) raises
 :class:`BadFrame`, whose message is one line ``pem-serve: PROBLEM: DETAIL``; PyTriton answers every request of that
 call with the error (``pytriton/proxy/model.py`` ``BatchResponsesHandler``, tag v0.7.0), which is that request only
-unless dynamic batching grouped it with others (``--max-batch`` > 1).
+unless dynamic batching grouped it with others (``--max-batch`` > 1). PyTriton 0.7 wraps that line in traceback text
+whatever the exception type (docs/serving.md, "Wire format"); the client backend keeps the line.
 """
 from __future__ import annotations
 
@@ -128,16 +129,13 @@ class FrameModel:
                                                                         "; ".join(p.reason for p in problems))
             LOGGER.warning("refused: %s", refused.reason)
             raise refused
-        results = self._batched(frames) if self.batch and len(frames) > 1 else [self._one(f) for f in frames]
-        return [encode_result(result, request.requested_output_names or FRAME_OUTPUTS)
-                for request, result in zip(requests, results)]
-
-    def _one(self, frame: np.ndarray) -> Result:
         try:
-            return self.predictor(frame)
-        except PemError as exc:
+            results = self._batched(frames) if self.batch and len(frames) > 1 else [self.predictor(f) for f in frames]
+        except PemError as exc:  # the runtime refused a frame (its memory budget, the artifact's limits)
             LOGGER.warning("refused: %s", exc)
             raise BadFrame("frame refused", str(exc)) from None
+        return [encode_result(result, request.requested_output_names or FRAME_OUTPUTS)
+                for request, result in zip(requests, results)]
 
     def _batched(self, frames: list[np.ndarray]) -> list[Result]:
         """Frames that resize to one size run as one graph batch; the others alone."""
@@ -149,7 +147,7 @@ class FrameModel:
         results: list[Result | None] = [None] * len(frames)
         for indices in groups.values():
             if len(indices) == 1:
-                results[indices[0]] = self._one(frames[indices[0]])
+                results[indices[0]] = predictor(frames[indices[0]])
                 continue
             feed = {name: np.concatenate([prepared[i][0][name] for i in indices]) for name in prepared[indices[0]][0]}
             outputs = predictor.backend.infer(feed)

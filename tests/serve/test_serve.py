@@ -1,6 +1,7 @@
 """pem-serve end to end on loopback: a real Triton server (PyTriton) from ``.venv-serve``, real HTTP clients."""
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import signal
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +20,7 @@ pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip insta
 
 from PIL import Image  # noqa: E402
 
-from pem.runtime.backends.tritonserver import ServerError  # noqa: E402
+from pem.runtime.backends.tritonserver import ServerError, error_line  # noqa: E402
 from pem.runtime.cli import main as predict_main  # noqa: E402
 from pem.runtime.predictor import Predictor  # noqa: E402
 from pem.serve.launcher import free_ports  # noqa: E402
@@ -161,17 +163,42 @@ def test_an_image_over_the_size_budget_is_refused_alone(served: Served) -> None:
             assert np.array_equal(remote(frame).panoptic, local(frame).panoptic)
 
 
-def test_grpc_gives_the_http_result(served: Served) -> None:
+def _client_module(protocol: str) -> ModuleType:
+    """tritonclient.http or tritonclient.grpc; skips the test where the latter lacks grpcio."""
     try:
-        import tritonclient.grpc  # noqa: F401
+        return importlib.import_module(f"tritonclient.{protocol}")
     except (ImportError, RuntimeError) as exc:  # RuntimeError: tritonclient without grpcio
-        pytest.skip(f"tritonclient.grpc unavailable: pip install 'tritonclient[grpc]' ({exc})")
+        pytest.skip(f"tritonclient.{protocol} unavailable: pip install 'tritonclient[{protocol}]' ({exc})")
+
+
+def test_grpc_gives_the_http_result(served: Served) -> None:
+    _client_module("grpc")
     frame = np.random.default_rng(3).integers(0, 256, (104, 136, 3), dtype=np.uint8)
     with Predictor(served.grpc_url) as over_grpc, Predictor(served.url) as over_http:
         assert over_grpc.backend.description.startswith(f"tritonserver {served.grpc_url}")
         by_grpc, by_http = over_grpc(frame), over_http(frame)
     assert np.array_equal(by_grpc.panoptic, by_http.panoptic) and np.array_equal(by_grpc.semantic, by_http.semantic)
     assert by_grpc.segments == by_http.segments and by_grpc.segments
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_raw_clients_error_names_the_problem_on_one_line(served: Served, protocol: str) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    client_module = _client_module(protocol)
+    url = served.url if protocol == "http" else served.grpc_url
+    client = client_module.InferenceServerClient(url.split("/")[2])
+    corrupt = client_module.InferInput("image", [1, 1], "BYTES")
+    corrupt.set_data_from_numpy(np.array([[b"\x89PNG but not one"]], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("pem", [corrupt])
+    # PyTriton 0.7 wraps every error of an inference callable in its stub's traceback text (docs/serving.md): the
+    # line from "pem-serve: " on is ours and names the problem
+    assert error_line(caught.value.message()) == \
+        "pem-serve: corrupt image: 16 bytes that are not an image Pillow can read"
+    client.close()
+    with Predictor(url) as remote:  # the server goes on serving
+        assert remote(np.zeros((64, 64, 3), np.uint8)).semantic.shape == (64, 64)
 
 
 def test_sigterm_stops_cleanly(served: Served) -> None:
