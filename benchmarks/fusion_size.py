@@ -4,11 +4,14 @@ For one preset and head (default ``ade20k_semantic_stdc1``, semantic head, stati
 and agreement do not need trained weights), exported once per mode plus a ``raw`` graph:
 
 * time: one process, ONNX Runtime on the CPU with ``--threads`` threads, each mode on each frame size, the median of
-  ``--iters`` calls after one warm-up; the raw graph's inference alone on the 512x512 feed in the same process is
-  the reference. A frame that ``original`` refuses (memory budget) is recorded as refused.
+  ``--iters`` calls after one warm-up, alternating with the raw graph's inference alone on the 512x512 feed (the
+  reference, recorded beside each figure: load from other jobs falls on both). A frame that ``original`` refuses
+  (memory budget) is recorded as refused.
 * peak RSS: each (mode, size) in a fresh process that imports the runtime only (checked: torch not imported), one
   frame; ``--huge`` adds one larger frame (default 12000x12000, 144 MP) in every mode.
 * agreement with ``original``: the share of identical semantic labels on each frame size ``original`` accepts.
+* INT8 in ``mask`` mode: the raw graph and the ``mask`` graph quantized (``pem-export``'s INT8 pass), INT8/FP32
+  speed-up of the raw graph alone and of the ``mask`` head end to end on the smallest frame, in one interleaved run.
 * accuracy: the trained ``synthetic_panoptic_tiny`` fixture (torch backend, panoptic head) in each mode on held-out
   synthetic scenes (seed 12) generated at 2x and 4x its 256x256 size: PQ, mIoU, and the panoptic agreement with
   ``original`` after matching segments by overlap (``pem.benchmarks.agreement``).
@@ -19,6 +22,7 @@ and agreement do not need trained weights), exported once per mode plus a ``raw`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -95,14 +99,18 @@ def _export(preset: str, head: str, imgsz: tuple[int, int], work: Path) -> dict[
     return paths
 
 
-def _median_ms(call: Any, iters: int) -> float:
-    call()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
+def interleaved_medians(calls: dict[str, Any], rounds: int) -> dict[str, float]:
+    """Median wall time (ms) of each call: one warm-up each, then ``rounds`` rounds calling each once in turn, so
+    that load from other jobs on a shared machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
         call()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def timing(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[int, int], threads: int,
@@ -118,7 +126,11 @@ def timing(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[in
     session = ort.InferenceSession(str(paths["raw"]), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     feed = {name: frame(imgsz)[None]}
-    raw_ms = _median_ms(lambda: session.run(None, feed), iters)
+
+    def raw_call() -> None:
+        session.run(None, feed)
+
+    raw_medians = []
     rows: dict[str, Any] = {}
     labels: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
     for mode in MODES:
@@ -131,14 +143,54 @@ def timing(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[in
                 except MemoryBudgetError as error:
                     rows.setdefault(mode, {})[key] = {"refused": str(error)}
                     continue
-                median = _median_ms(lambda image=image: predictor(image), iters)
-                rows.setdefault(mode, {})[key] = {"median_ms": median}
+                medians = interleaved_medians({"raw": raw_call, "frame": lambda image=image: predictor(image)}, iters)
+                raw_medians.append(medians["raw"])
+                rows.setdefault(mode, {})[key] = {"median_ms": medians["frame"], "raw_graph_median_ms": medians["raw"]}
     for mode in MODES[1:]:
         for size in sizes:
             if ("original", size) in labels and (mode, size) in labels:
                 same = float((labels[mode, size] == labels["original", size]).mean())
                 rows[mode][f"{size[0]}x{size[1]}"]["label_agreement_with_original"] = same
-    return {"raw_graph_median_ms": raw_ms, "modes": rows}
+    return {"raw_graph_median_ms": statistics.median(raw_medians), "modes": rows}
+
+
+def int8_in_mask_mode(paths: dict[str, Path], imgsz: tuple[int, int], size: tuple[int, int], threads: int,
+                      rounds: int, work: Path) -> dict[str, Any]:
+    """INT8 against FP32 with the head in ``mask`` mode: the raw graph's inference alone on the ``imgsz`` feed and
+    the ``mask`` graph end to end (``Predictor`` on a ``size`` frame), each quantized by ``pem-export``'s INT8 pass
+    (min-max, ONNX Runtime target, 8 photographs); ``rounds`` alternating calls after a warm-up, medians."""
+    import onnx
+    import onnxruntime as ort
+
+    from pem.benchmarks.int8_speed import calibration_photos
+    from pem.export.precision.int8 import quantize_to_int8
+    from pem.export.precision.recipe import QuantRecipe
+    from pem.runtime import Predictor
+
+    photos = calibration_photos()
+    graphs = {}
+    for name in ("raw", "mask"):
+        graphs[name, "fp32"] = paths[name]
+        graphs[name, "int8"] = work / f"{name}_int8.onnx"
+        onnx.save(quantize_to_int8(paths[name], photos, QuantRecipe(calibration_images=len(photos))).model,
+                  str(graphs[name, "int8"]))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    feed_image, image = frame(imgsz)[None], frame(size)
+    calls: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        for precision in ("fp32", "int8"):
+            session = ort.InferenceSession(str(graphs["raw", precision]), options, providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: feed_image}
+            calls[f"raw_{precision}"] = lambda session=session, feed=feed: session.run(None, feed)
+            predictor = stack.enter_context(Predictor(graphs["mask", precision], providers=["cpu"], threads=threads))
+            calls[f"mask_{precision}"] = lambda predictor=predictor: predictor(image)
+        medians = interleaved_medians(calls, rounds)
+    raw_speedup = medians["raw_fp32"] / medians["raw_int8"]
+    mask_speedup = medians["mask_fp32"] / medians["mask_int8"]
+    return {"frame": f"{size[0]}x{size[1]}", "rounds": rounds, "median_ms": medians, "raw_int8_speedup": raw_speedup,
+            "mask_end_to_end_int8_speedup": mask_speedup, "end_to_end_over_raw_speedup": mask_speedup / raw_speedup,
+            "calibration": [p.name for p in photos]}
 
 
 def memory(paths: dict[str, Path], sizes: list[tuple[int, int]], threads: int) -> dict[str, Any]:
@@ -192,6 +244,7 @@ def measure(paths: dict[str, Path], sizes: list[tuple[int, int]], imgsz: tuple[i
     """Timing, memory, accuracy and the acceptance figures of the graphs ``paths`` (``raw`` and each mode).
     ``memory_sizes``: the frame sizes of the peak-RSS processes (None: ``sizes``), ``huge`` added."""
     result: dict[str, Any] = {"timing": timing(paths, sizes, imgsz, threads, iters)}
+    result["int8_in_mask_mode"] = int8_in_mask_mode(paths, imgsz, sizes[0], threads, iters, work)
     result["memory"] = memory(paths, (sizes if memory_sizes is None else memory_sizes) + ([huge] if huge else []),
                               threads)
     result["accuracy"] = accuracy(work, scales, scenes)
@@ -206,7 +259,7 @@ def checks(result: dict[str, Any], sizes: list[tuple[int, int]], huge: tuple[int
     figures: dict[str, Any] = {
         "input_large_over_small": times[large]["median_ms"] / times[small]["median_ms"],
         "input_middle_over_small": times[middle]["median_ms"] / times[small]["median_ms"],
-        "input_small_over_raw_graph": times[small]["median_ms"] / result["timing"]["raw_graph_median_ms"],
+        "input_small_over_raw_graph": times[small]["median_ms"] / times[small]["raw_graph_median_ms"],
         "input_large_peak_rss_mb": result["memory"]["input"].get(large, {}).get("rss_mb"),
     }
     figures["met"] = {
@@ -214,6 +267,7 @@ def checks(result: dict[str, Any], sizes: list[tuple[int, int]], huge: tuple[int
         "middle_over_small_at_most_1.5": figures["input_middle_over_small"] <= 1.5,
         "small_over_raw_at_most_1.3": figures["input_small_over_raw_graph"] <= 1.3,
         "large_rss_at_most_1536_mb": (figures["input_large_peak_rss_mb"] or 1e9) <= 1536,
+        "mask_int8_end_to_end_at_least_0.9_of_raw": result["int8_in_mask_mode"]["end_to_end_over_raw_speedup"] >= 0.9,
         "input_pq_loss_at_most_1.0": all(row["input"]["PQ_loss_vs_original"] <= 1.0
                                          for row in result["accuracy"].values()),
     }

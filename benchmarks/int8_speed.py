@@ -127,12 +127,20 @@ def time_interleaved(paths: dict[str, Path], feed: dict[str, np.ndarray], thread
     return samples
 
 
-def run(preset: str, imgsz: tuple[int, int], head: str, threads: int, rounds: int, work: Path) -> dict[str, object]:
-    import onnx
+def calibration_photos(count: int = 8) -> list[Path]:
+    """The first ``count`` PNG photographs scikit-image ships that are at least 256 pixels high."""
     from skimage.data import data_dir
 
-    import pem
     from pem.calibration.images import list_images, load_rgb
+
+    return [p for p in list_images(data_dir) if p.suffix == ".png" and load_rgb(p).shape[0] >= 256][:count]
+
+
+def run(preset: str, imgsz: tuple[int, int], head: str, threads: int, rounds: int, work: Path) -> dict[str, object]:
+    import onnx
+
+    import pem
+    from pem.calibration.images import load_rgb
     from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
     from pem.export.precision.fp16 import Fp32Islands
     from pem.export.precision.int8 import quantize_to_int8
@@ -143,7 +151,7 @@ def run(preset: str, imgsz: tuple[int, int], head: str, threads: int, rounds: in
     fp32_path, int8_path = work / "fp32.onnx", work / "int8.onnx"
     model = pem.build_model(preset).eval()
     save_onnx(export_onnx(model, ExportOptions(head=head, imgsz=imgsz)), fp32_path)
-    photos = [p for p in list_images(data_dir) if p.suffix == ".png" and load_rgb(p).shape[0] >= 256][:8]
+    photos = calibration_photos()
     outcome = quantize_to_int8(fp32_path, photos, QuantRecipe(calibration_images=8))
     onnx.save(outcome.model, str(int8_path))
     with Predictor(fp32_path, providers=["cpu"]) as predictor:

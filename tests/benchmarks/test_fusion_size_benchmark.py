@@ -30,10 +30,15 @@ def test_reduced_run_measures_every_mode(tiny_onnx: Callable[..., Path], tmp_pat
     assert scores["original"]["PQ"] > 30 and scores["input"]["images"] == 1
     assert scores["input"]["PQ_loss_vs_original"] == pytest.approx(scores["original"]["PQ"] - scores["input"]["PQ"])
     assert 0.5 < scores["mask"]["matched_agreement_with_original"] <= 1.0
+    int8 = result["int8_in_mask_mode"]
+    assert set(int8["median_ms"]) == {"raw_fp32", "raw_int8", "mask_fp32", "mask_int8"}
+    assert int8["end_to_end_over_raw_speedup"] == pytest.approx(
+        int8["mask_end_to_end_int8_speedup"] / int8["raw_int8_speedup"])
     figures = result["acceptance"]
     assert figures["input_large_over_small"] == pytest.approx(
         rows["input"]["256x320"]["median_ms"] / rows["input"]["128x128"]["median_ms"])
-    assert set(figures["met"]) >= {"large_over_small_at_most_2.0", "input_pq_loss_at_most_1.0"}
+    assert set(figures["met"]) >= {"large_over_small_at_most_2.0", "input_pq_loss_at_most_1.0",
+                                  "mask_int8_end_to_end_at_least_0.9_of_raw"}
 
 
 def test_frames_are_deterministic_and_cheap() -> None:
