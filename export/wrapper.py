@@ -27,7 +27,7 @@ from torch import nn
 from pem.inference import to_fusion_size
 from pem.kernels import panoptic_pixel_stage_torch
 from pem.modeling.pem_model import PEM
-from pem.runtime.contract import FUSION_INPUT, FUSION_ORIGINAL, FUSION_SIZES, HEADS, INPUT_LAYOUTS
+from pem.runtime.contract import FUSION_INPUT, FUSION_MASK, FUSION_ORIGINAL, FUSION_SIZES, HEADS, INPUT_LAYOUTS
 
 # classes contracted at the input resolution by the semantic head of fusion size ``input`` (all when fewer)
 SEMANTIC_CANDIDATES = 32
@@ -129,7 +129,8 @@ class ExportWrapper(nn.Module):
         masks = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size).sigmoid()
         if self.fusion_size != FUSION_INPUT or probs.shape[1] <= SEMANTIC_CANDIDATES:
             return self.contract_argmax(probs, masks)
-        return self.candidates_argmax(probs, mask_logits, masks, SEMANTIC_CANDIDATES)
+        at_mask_stride = to_fusion_size(mask_logits, padded_size, image_size, output_size, FUSION_MASK)
+        return self.candidates_argmax(probs, at_mask_stride, masks, SEMANTIC_CANDIDATES)
 
     @classmethod
     def candidates_argmax(cls, probs: torch.Tensor, mask_logits: torch.Tensor, masks: torch.Tensor,

@@ -115,3 +115,17 @@ def test_exported_head_passes_the_tensorrt_lint(many_class_graph: Path) -> None:
     for version in ("10.3", format_version(stored_versions()[-1])):
         errors = [f for f in lint_model(model, version).findings if f.severity == "error"]
         assert errors == [], f"TensorRT {version}"
+
+
+def test_graph_of_free_size_on_a_padded_input(many_class_model: PEM, tmp_path: Path) -> None:
+    """A dynamic graph fed 256x350 (padded to 256x352 in the graph): candidates from the image's mask pixels only."""
+    path = tmp_path / "semantic_input_150_dynamic.onnx"
+    save_onnx(export_onnx(many_class_model, ExportOptions(head="semantic", imgsz=(128, 128), dynamic=True,
+                                                          fusion_size="input")), path)
+    photo = load_photo("astronaut.png")[:300, :410]
+    with Predictor(path) as predictor:
+        exported = predictor(photo).fusion_semantic
+    full = predict(many_class_model, photo, fusion_size="input").semantic_prob.argmax(0)
+    assert exported.shape == full.shape == (256, 350)
+    assert len(np.unique(full)) >= 5
+    assert float((exported == full).mean()) >= LABEL_AGREEMENT
