@@ -47,6 +47,8 @@ REFUSED_INPUT_TYPES: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {
        for op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
                   "ReduceProd", "ReduceSum", "ReduceSumSquare")},
 }
+# Resize modes -> how many trailing dimensions the importer lets them scale (canUseNDResize)
+RESIZE_INNERMOST = {"linear": 3, "cubic": 2}
 RESIZE_TRANSFORMS = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
 REDUCE_OPS = tuple(op for op, index in REFUSED_INPUT_TYPES if op.startswith("Reduce"))
 SQUEEZE_DYNAMIC_AXES = (10, 7)  # docs/Changelog.md 'TensorRT 10.7 GA': dynamic axes for Squeeze and Unsqueeze
@@ -186,6 +188,24 @@ def _resize_transform(view: GraphView) -> list[Violation]:
     return found
 
 
+def _resize_dims(view: GraphView) -> list[Violation]:
+    """Linear (cubic) Resize with constant scales: only the last 3 (2) dimensions may have a scale other than 1."""
+    found = []
+    for name, node in view.nodes():
+        if node.op_type != "Resize" or node.domain not in STANDARD_DOMAINS:
+            continue
+        mode = _text(node, "mode", "nearest")
+        scales = view.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if mode not in RESIZE_INNERMOST or scales is None or _attribute(node, "axes") is not None:
+            continue
+        leading = [float(v) for v in scales.reshape(-1)[: max(scales.size - RESIZE_INNERMOST[mode], 0)]]
+        if any(value != 1.0 for value in leading):
+            found.append(Violation(name, node.op_type, node.domain, f"{mode} Resize with scales "
+                                   f"{[float(v) for v in scales.reshape(-1)]}: only the last "
+                                   f"{RESIZE_INNERMOST[mode]} dimensions may be resized"))
+    return found
+
+
 def _constant_axes(ops: tuple[str, ...], message: str) -> Callable[[GraphView], list[Violation]]:
     def check(view: GraphView) -> list[Violation]:
         found = []
@@ -241,6 +261,9 @@ RULES: tuple[ParserRule, ...] = (
                "either all FLOAT or all FLOAT16')", _deform_conv_uniform_float),
     ParserRule("resize_coordinate_transform", f"{TAG} onnxOpImporters.cpp L4428-4478 (Resize: 'Unsupported "
                "coordinate transformation mode')", _resize_transform),
+    ParserRule("resize_linear_dims", f"{TAG} onnxOpImporters.cpp L4611-4623 (Resize with constant scales: 'only "
+               "supports linear resizing on the outermost 3 dimensions', cubic 2) and importerUtils.cpp L265-279 "
+               "(canUseNDResize: every scale before the last n must be 1)", _resize_dims),
     ParserRule("reduce_axes_initializer", f"{TAG} importerUtils.cpp L1465-1475 (reduceTensor: 'Axis input must be "
                "an initializer!'); the 10.8 and 10.15 tables still say '`axes` must be an initializer'",
                _constant_axes(REDUCE_OPS, "must be an initializer or a Constant (a build-time value)")),

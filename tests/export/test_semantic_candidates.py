@@ -23,6 +23,7 @@ from pem.export.wrapper import SEMANTIC_CANDIDATES, ExportWrapper
 from pem.inference import predict
 from pem.modeling.pem_model import PEM
 from pem.runtime import Predictor
+from pem.runtime.contract import SCOPE_SEPARATOR
 from pem.runtime.preprocess import resize_to
 from tests.conftest import load_photo
 
@@ -37,8 +38,9 @@ def smooth_mask_logits(generator: torch.Generator, queries: int, size: int) -> t
 
 
 def upsampled_masks(mask_logits: torch.Tensor) -> torch.Tensor:
-    """The input-resolution sigmoids of ``input`` mode for a graph whose input is 4x the mask size."""
-    return F.interpolate(mask_logits, scale_factor=4, mode="bilinear", align_corners=False).sigmoid()
+    """The input-resolution sigmoids of ``input`` mode, channels last, for a graph whose input is 4x the mask size."""
+    upsampled = F.interpolate(mask_logits, scale_factor=4, mode="bilinear", align_corners=False)
+    return upsampled.sigmoid().permute(0, 2, 3, 1)
 
 
 def test_pruned_contraction_is_exact_when_few_classes_win() -> None:
@@ -129,3 +131,16 @@ def test_graph_of_free_size_on_a_padded_input(many_class_model: PEM, tmp_path: P
     assert exported.shape == full.shape == (256, 350)
     assert len(np.unique(full)) >= 5
     assert float((exported == full).mean()) >= LABEL_AGREEMENT
+
+
+def test_input_mode_resizes_channels_last(many_class_graph: Path) -> None:
+    """The head (nodes outside the model's modules) has one Resize: scales [1, 4, 4, 1] on the transposed
+    (channels-last) mask logits."""
+    model = onnx.load(str(many_class_graph))
+    resizes = [node for node in model.graph.node if node.op_type == "Resize" and node.name.startswith(SCOPE_SEPARATOR)]
+    constants = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    constants.update({node.output[0]: onnx.numpy_helper.to_array(node.attribute[0].t)
+                      for node in model.graph.node if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    assert len(resizes) == 1 and constants[resizes[0].input[2]].tolist() == [1.0, 4.0, 4.0, 1.0]
+    producer = next(node for node in model.graph.node if resizes[0].input[0] in node.output)
+    assert producer.op_type == "Transpose" and list(producer.attribute[0].ints) == [0, 2, 3, 1]

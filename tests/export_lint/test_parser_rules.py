@@ -71,6 +71,15 @@ def resize_coordinate_transform(bad: bool) -> onnx.ModelProto:
     return _model([node], [_value("x", F32, [1, 1, 2, 2])], [_value("y", F32, [1, 1, 4, 4])], [scales])
 
 
+def resize_linear_dims(bad: bool) -> onnx.ModelProto:
+    """Linear Resize scaling the first of 4 dimensions (bad) or the middle two of a channels-last tensor."""
+    values = [2, 1, 2, 2] if bad else [1, 2, 2, 1]
+    scales = numpy_helper.from_array(np.array(values, np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="linear")
+    output = [size * int(scale) for size, scale in zip((1, 2, 2, 3), values)]
+    return _model([node], [_value("x", F32, [1, 2, 2, 3])], [_value("y", F32, output)], [scales])
+
+
 def reduce_axes_initializer(bad: bool) -> onnx.ModelProto:
     """ReduceMax whose axes come from a graph input (bad) or from an initializer."""
     node = helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="reduce", keepdims=1)
@@ -117,6 +126,7 @@ PLANTED: dict[str, Callable[[bool], onnx.ModelProto]] = {
     "refused_input_type": refused_input_type,
     "deform_conv_uniform_float": deform_conv_uniform_float,
     "resize_coordinate_transform": resize_coordinate_transform,
+    "resize_linear_dims": resize_linear_dims,
     "reduce_axes_initializer": reduce_axes_initializer,
     "squeeze_axes_constant": squeeze_axes_constant,
     "range_types": range_types,
@@ -124,6 +134,7 @@ PLANTED: dict[str, Callable[[bool], onnx.ModelProto]] = {
 }
 EXPECTED_NODE = {"uint8_intermediate": "permute", "unconvertible_io_dtype": "x", "refused_input_type": "resize",
                  "deform_conv_uniform_float": "dcn", "resize_coordinate_transform": "resize",
+                 "resize_linear_dims": "resize",
                  "reduce_axes_initializer": "reduce", "squeeze_axes_constant": "squeeze", "range_types": "range",
                  "plugin_attribute_types": "plugin"}
 
