@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pem.export.precision.compare import compare_with_fp32
-from pem.export.precision.registry import FP32, PrecisionError, PrecisionRequest, graph_precisions, precision_mode
+from pem.export.precision.registry import (
+    FP32,
+    FP32_SCRATCH,
+    PrecisionError,
+    PrecisionRequest,
+    graph_precisions,
+    precision_mode,
+)
 from pem.runtime.contract import META_PRECISION, META_PRECISION_DETAILS
 from pem.runtime.metadata import read_metadata, write_metadata
 
@@ -40,8 +47,9 @@ def apply_precision(
     write_metadata(model, {META_PRECISION: mode.name, META_PRECISION_DETAILS: json.dumps(details)})
     report: dict[str, Any] = {"precision": mode.name, **details}
     if check_image is not None:
-        fp32_path, reduced_path = work / "fp32.onnx", work / f"{mode.name}.onnx"
-        fp32_path.write_bytes(fp32.SerializeToString())
+        fp32_path, reduced_path = work / FP32_SCRATCH, work / f"{mode.name}.onnx"
+        if not fp32_path.exists():  # a pass may have written it (INT8's quantizer reads it)
+            fp32_path.write_bytes(fp32.SerializeToString())
         reduced_path.write_bytes(model.SerializeToString())
         comparison = compare_with_fp32(fp32_path, reduced_path, check_image)
         progress(f"{mode.name} graph vs FP32 graph on the check image:\n" + "\n".join(comparison.lines()))

@@ -94,12 +94,13 @@ def _coverage(quantizer: Int8Quantizer, model: onnx.ModelProto, image: Path) -> 
 def int8_pass(fp32: onnx.ModelProto, request: PrecisionRequest, work: Path,
               progress: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The registry's INT8 pass: ``request``'s calibration images, recipe (default: its FP32 islands) and optional
-    sensitivity search; the FP32 graph is written to ``work`` for the quantizer. PrecisionError without images."""
-    from pem.export.precision.registry import PrecisionError
+    sensitivity search; the FP32 graph is written to ``work`` (``FP32_SCRATCH``) for the quantizer.
+    PrecisionError without images."""
+    from pem.export.precision.registry import FP32_SCRATCH, PrecisionError
 
     if not request.calibration_images:
         raise PrecisionError("INT8 needs calibration images (--calib-data DIR)")
-    fp32_path = work / "int8_source.onnx"
+    fp32_path = work / FP32_SCRATCH
     fp32_path.write_bytes(fp32.SerializeToString())
     recipe = request.recipe or QuantRecipe(islands=request.islands)
     outcome = quantize_to_int8(fp32_path, request.calibration_images, recipe, request.search_data, request.budget,

@@ -30,6 +30,8 @@ __all__ = ["ENTRY_POINT_GROUP", "FP32", "GraphPass", "PrecisionError", "Precisio
            "graph_precisions", "precision_mode", "precision_modes", "tensorrt_precisions", "torch_precisions"]
 
 ENTRY_POINT_GROUP = "pem.precisions"
+# the FP32 source graph in a pass's scratch folder, written once (the INT8 quantizer and the comparison read it)
+FP32_SCRATCH = "fp32.onnx"
 FP32 = "fp32"
 
 
