@@ -1,13 +1,25 @@
 """Load on ``pem-serve`` over loopback: 1, 4, 8 concurrent clients x 250 requests, against one in-process Predictor.
 
-``python -m pem.benchmarks.serve_load [--artifact X.onnx] [--requests 250]`` (main venv with tritonclient; the server
-from ``.venv-serve/bin/pem-serve``). Saves ``benchmarks/results/serve_load_cpu.json``: per configuration the
-throughput (frames/s), p50/p99 latency (ms), errors; server RSS (MB) at start and at the end; the reference.
+``python -m pem.benchmarks.serve_load [--artifact X.onnx | --dynamic] [--requests 250] [--threads 1,2]
+[--server-threads 1] [--instances 3] [--max-batch N] [--max-queue-delay-us U] [--json OUT]`` (main venv with
+tritonclient; the server from ``.venv-serve/bin/pem-serve``). Without ``--artifact`` the trained tiny fixture is
+exported: 128x128 static with fusion size ``original`` (batch 1), or with ``--dynamic`` free batch/height/width and
+fusion size ``input``, the export dynamic batching needs (its pre-processing resizes a 128x128 frame to the preset's
+256x256, so a frame costs more than on the static graph).
+
+The reference is the same frames through one in-process Predictor on the same artifact, one caller, for each of
+``--threads``, measured before and after the served runs (the machine may be shared); the ratio divides by the
+fastest of these. Saves (default ``benchmarks/results/serve_load_cpu.json``): the configuration, the 1-minute load
+average at start and end (other work on the machine moves every figure), per run the throughput (frames/s), p50/p99
+latency (ms), errors, the mean batch Triton ran (its Prometheus counters) and the server's RSS (MB) after it; the
+RSS after the first 100 requests; the exit code after SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -22,6 +34,7 @@ from pem.runtime.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "serve_load_cpu.json"
+MODEL = "pem"
 
 
 def _ports(count: int) -> list[int]:
@@ -41,14 +54,28 @@ def _rss_mb(pid: int) -> float:
     return (int(own[0]) / 1024 if own else 0.0) + sum(_rss_mb(int(k)) for k in kids)
 
 
-def _export_fixture(folder: Path) -> Path:
+def _export_fixture(folder: Path, dynamic: bool) -> Path:
     import pem
     from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 
     model = pem.build_model("synthetic_panoptic_tiny", weights=str(REPO / "tests/fixtures/synthetic_panoptic_tiny.pth"))
-    path = folder / "tiny_panoptic_128x128.onnx"
-    save_onnx(export_onnx(model, ExportOptions(head="panoptic", imgsz=(128, 128))), path)
+    options = (ExportOptions(head="panoptic", imgsz=(128, 128), dynamic=True, fusion_size="input") if dynamic
+               else ExportOptions(head="panoptic", imgsz=(128, 128)))
+    path = folder / f"tiny_panoptic_128x128{'_dynamic_input' if dynamic else ''}.onnx"
+    save_onnx(export_onnx(model, options), path)
     return path
+
+
+def _triton_counts(metrics_url: str) -> tuple[float, float]:
+    """(requests answered, model executions) of the frame model from Triton's Prometheus text."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+
+    def counter(name: str) -> float:
+        found = re.search(rf'^{name}{{model="{MODEL}",version="1"}} (\S+)$', text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    return counter("nv_inference_request_success"), counter("nv_inference_exec_count")
 
 
 def _load(predictor: Predictor, frames: list[np.ndarray], clients: int, requests: int) -> dict[str, float]:
@@ -75,44 +102,99 @@ def _load(predictor: Predictor, frames: list[np.ndarray], clients: int, requests
             "p99_ms": round(float(np.percentile(latencies, 99)), 2), "errors": sum(d[1] for d in done)}
 
 
-def main() -> None:
+def _served(remote: Predictor, frames: list[np.ndarray], clients: int, requests: int, metrics_url: str,
+            server_pid: int) -> dict[str, float]:
+    """One served run, with the mean batch Triton executed during it and the server's RSS after it."""
+    answered, executed = _triton_counts(metrics_url)
+    run = _load(remote, frames, clients, requests)
+    answered_after, executed_after = _triton_counts(metrics_url)
+    executions = executed_after - executed
+    run["mean_batch"] = round((answered_after - answered) / executions, 2) if executions else 0.0
+    run["server_rss_mb_after"] = round(_rss_mb(server_pid), 1)
+    return run
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifact", type=Path, default=None)
-    parser.add_argument("--requests", type=int, default=250)
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads, server and reference (2)")
-    args = parser.parse_args()
+    parser.add_argument("--artifact", type=Path, default=None, help="artifact to serve (default: export the fixture)")
+    parser.add_argument("--dynamic", action="store_true", help="export the fixture with free batch/height/width and "
+                        "fusion size input (needed for --max-batch > 1)")
+    parser.add_argument("--requests", type=int, default=250, help="requests per client and for the reference (250)")
+    parser.add_argument("--clients", default="1,4,8", help="concurrent clients of each served run (1,4,8)")
+    parser.add_argument("--threads", default="1,2", help="onnxruntime threads of the reference, comma list: each "
+                        "is measured and the fastest is the reference (1,2)")
+    parser.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads of each server instance "
+                        "(1)")
+    parser.add_argument("--instances", type=int, default=3, help="pem-serve --instances (3)")
+    parser.add_argument("--max-batch", type=int, default=1, help="pem-serve --max-batch (1)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=500, help="pem-serve --max-queue-delay-us (500)")
+    parser.add_argument("--json", type=Path, default=RESULT, help="where the figures go")
+    parser.add_argument("--machine", default="2-core AMD EPYC shared VM, CPU only", help="stored with the figures")
+    return parser
+
+
+def main() -> None:
+    """Run the load benchmark (module docstring) and save its JSON."""
+    args = _parser().parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    clients = [int(c) for c in args.clients.split(",")]
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        artifact = args.artifact or _export_fixture(Path(folder))
+        artifact = args.artifact or _export_fixture(Path(folder), args.dynamic)
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(8)]
         http, grpc, metrics = _ports(3)
-        server = subprocess.Popen([str(REPO / ".venv-serve/bin/pem-serve"), str(artifact), "--http-port", str(http),
-                                   "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads",
-                                   str(args.threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = Path(folder) / "server.log"
+        command = [str(REPO / ".venv-serve/bin/pem-serve"), str(artifact), "--http-port", str(http), "--grpc-port",
+                   str(grpc), "--metrics-port", str(metrics), "--threads", str(args.server_threads), "--instances",
+                   str(args.instances), "--max-batch", str(args.max_batch), "--max-queue-delay-us",
+                   str(args.max_queue_delay_us)]
+        with log.open("w") as log_file:
+            server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            ready = f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready"
+            ready = f"http://127.0.0.1:{http}/v2/models/{MODEL}_metadata/ready"
             for _ in range(120):
                 try:
                     with urllib.request.urlopen(ready, timeout=2):
                         break
                 except OSError:
                     time.sleep(0.5)
-            local = Predictor(artifact, threads=args.threads)
-            remote = Predictor(f"http://127.0.0.1:{http}/pem")
-            reference = _load(local, frames, 1, args.requests)
+            local = {count: Predictor(artifact, threads=count) for count in threads}
+            graph_input = list(local[threads[0]].preprocess(frames[0])[1].resized)
+            remote = Predictor(f"http://127.0.0.1:{http}/{MODEL}")
+            metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+            before = {count: _load(predictor, frames, 1, args.requests) for count, predictor in local.items()}
             _load(remote, frames, 1, 100)
             rss_start = _rss_mb(server.pid)
-            runs = [_load(remote, frames, clients, args.requests) for clients in (1, 4, 8)]
-            rss_end = _rss_mb(server.pid)
+            runs = [_served(remote, frames, count, args.requests, metrics_url, server.pid) for count in clients]
+            after = {count: _load(predictor, frames, 1, args.requests) for count, predictor in local.items()}
+            remote.close()
+            for predictor in local.values():
+                predictor.close()
         finally:
             server.terminate()
             code = server.wait(60)
-    report = {"machine": "2-core AMD EPYC shared VM, CPU only", "artifact": "synthetic_panoptic_tiny 128x128 ONNX FP32",
-              "frame": [128, 128, 3], "onnxruntime_threads": args.threads, "in_process_reference": reference,
-              "served": runs, "server_rss_mb_after_first_100": round(rss_start, 1),
-              "server_rss_mb_end": round(rss_end, 1), "server_exit_code_after_sigterm": code,
-              "served_8_clients_vs_in_process": round(runs[-1]["throughput_fps"] / reference["throughput_fps"], 3)}
-    RESULT.write_text(json.dumps(report, indent=2) + "\n")
+        used = re.search(r"max batch (\d+)\)", log.read_text())
+    best = max(run["throughput_fps"] for run in [*before.values(), *after.values()])
+    export = ("dynamic batch/height/width, fusion size input" if args.dynamic
+              else "128x128 static, batch 1, fusion size original")
+    report = {
+        "machine": args.machine,
+        "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
+        "artifact": str(args.artifact) if args.artifact else f"synthetic_panoptic_tiny ONNX FP32, {export}",
+        "frame": [128, 128, 3], "graph_input": graph_input,
+        "server": {"instances": args.instances, "onnxruntime_threads": args.server_threads,
+                   "max_batch": args.max_batch,
+                   "max_batch_used": int(used.group(1)) if used else None,
+                   "max_queue_delay_us": args.max_queue_delay_us, "client": "Predictor over HTTP, raw uint8 pixels"},
+        "in_process_reference": {"callers": 1, "best_fps": best,
+                                 **{f"threads_{count}": {"before": before[count], "after": after[count]}
+                                    for count in threads}},
+        "served": runs, "server_rss_mb_after_first_100": round(rss_start, 1),
+        "server_rss_mb_end": runs[-1]["server_rss_mb_after"],
+        "server_exit_code_after_sigterm": code,
+        "served_vs_in_process": {str(run["clients"]): round(run["throughput_fps"] / best, 3) for run in runs}}
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 
