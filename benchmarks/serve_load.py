@@ -1,7 +1,7 @@
 """Load on ``pem-serve`` over loopback: 1, 4, 8 concurrent clients x 250 requests, against one in-process Predictor.
 
 ``python -m pem.benchmarks.serve_load [--artifact X.onnx | --dynamic] [--requests 250] [--threads 1,2]
-[--server-threads 1] [--instances 3] [--max-batch N] [--max-queue-delay-us U] [--json OUT]`` (main venv with
+[--server-threads 1] [--instances 2] [--max-batch 4] [--max-queue-delay-us 1000] [--json OUT]`` (main venv with
 tritonclient; the server from ``.venv-serve/bin/pem-serve``). Without ``--artifact`` the trained tiny fixture is
 exported: 128x128 static with fusion size ``original`` (batch 1), or with ``--dynamic`` free batch/height/width and
 fusion size ``input``, the export dynamic batching needs (its pre-processing resizes a 128x128 frame to the preset's
@@ -125,9 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                         "is measured and the fastest is the reference (1,2)")
     parser.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads of each server instance "
                         "(1)")
-    parser.add_argument("--instances", type=int, default=3, help="pem-serve --instances (3)")
-    parser.add_argument("--max-batch", type=int, default=1, help="pem-serve --max-batch (1)")
-    parser.add_argument("--max-queue-delay-us", type=int, default=500, help="pem-serve --max-queue-delay-us (500)")
+    parser.add_argument("--instances", type=int, default=2, help="pem-serve --instances (2)")
+    parser.add_argument("--max-batch", type=int, default=4, help="pem-serve --max-batch (4)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="pem-serve --max-queue-delay-us (1000)")
     parser.add_argument("--json", type=Path, default=RESULT, help="where the figures go")
     parser.add_argument("--machine", default="2-core AMD EPYC shared VM, CPU only", help="stored with the figures")
     return parser

@@ -47,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc-port", type=_PORT, default=8001, help="gRPC port (8001)")
     parser.add_argument("--metrics-port", type=_PORT, default=8002, help="Prometheus metrics port (8002)")
     parser.add_argument("--name", default="pem", help="model name in URLs (pem)")
-    parser.add_argument("--max-batch", type=int_in(1, 256), default=1, help="dynamic batching: most frames per "
-                        "graph run, 1..256 (1: one frame at a time; above 1 only for artifacts exported with a free "
-                        "batch axis and a fusion size below original; a bad frame then fails its batch-mates too)")
+    parser.add_argument("--max-batch", type=int_in(1, 256), default=1, help="dynamic batching: most requests per "
+                        "model call, 1..256 (1: one at a time); frames of one call run as one graph batch where the "
+                        "artifact has a free batch axis and a fusion size below original, else one after another; a "
+                        "bad frame fails its batch-mates too")
     parser.add_argument("--max-queue-delay-us", type=int_in(0, 10_000_000), default=500, help="dynamic batching: "
                         "longest wait for a fuller batch, microseconds (500)")
     parser.add_argument("--instances", type=int_in(1, 64), default=1, help="model instances, each with its own "
@@ -88,9 +89,10 @@ def _bind(triton: Any, args: argparse.Namespace, predictors: list[Predictor], ma
     """Bind the frame model and its metadata model; returns the max batch size used."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
-    batch = args.max_batch if supports_batching(predictors[0]) else 1
-    if args.max_batch > 1 and batch == 1:
-        _say(f"note: {args.artifact} has a fixed batch or an orig_size input: frames run one at a time")
+    batch = args.max_batch
+    if batch > 1 and not supports_batching(predictors[0]):
+        _say(f"note: {args.artifact} has a fixed batch or an orig_size input: the frames of one batched call run "
+             "through the graph one after another")
     inputs = [Tensor(name=INPUT_IMAGE_BYTES, dtype=np.bytes_, shape=(1,), optional=True),
               Tensor(name=INPUT_PIXELS, dtype=np.uint8, shape=(-1, -1, 3), optional=True)]
     maps = [Tensor(name=name, dtype=np.int32, shape=(-1, -1))

@@ -117,16 +117,17 @@ class FrameModel:
         self.batch = batch and supports_batching(predictor)
 
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
-        frames, problems = [], []
+        frames: list[np.ndarray] = []
+        problems: list[tuple[int, BadFrame]] = []
         for index, request in enumerate(requests):
             try:
                 frames.append(_frame(request, self.max_pixels))
             except BadFrame as exc:
-                problems.append(exc if len(requests) == 1 else
-                                BadFrame(f"request {index + 1} of {len(requests)} in a dynamic batch", exc.reason))
+                problems.append((index, exc))
         if problems:
-            refused = problems[0] if len(problems) == 1 else BadFrame("bad requests in a dynamic batch",
-                                                                        "; ".join(p.reason for p in problems))
+            refused = problems[0][1] if len(requests) == 1 else BadFrame(
+                f"{len(problems)} bad request(s) in a dynamic batch of {len(requests)}",
+                "; ".join(f"request {index + 1}: {exc.reason}" for index, exc in problems))
             LOGGER.warning("refused: %s", refused.reason)
             raise refused
         try:

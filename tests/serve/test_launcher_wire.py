@@ -19,6 +19,7 @@ from pem.runtime.backends.tritonserver import (
 from pem.runtime.metadata import ArtifactError
 from pem.runtime.predictor import Predictor
 from pem.serve.launcher import ServeError, python_library_env
+from pem.serve.model import BadFrame, FrameModel
 
 
 def test_library_env_puts_the_running_interpreters_libdir_first() -> None:
@@ -96,3 +97,31 @@ def test_a_grpc_url_without_grpcio_is_one_import_error_saying_what_to_install(mo
     with pytest.raises(ImportError, match=r"with grpc support for grpc:// URLs: pip install .*grpc support") as caught:
         TritonServerBackend("grpc://127.0.0.1:1/pem")
     assert "\n" not in str(caught.value)
+
+
+class _Request:
+    """What FrameModel reads of a PyTriton request: its inputs and the outputs asked for."""
+
+    def __init__(self, **data: np.ndarray) -> None:
+        self.data = data
+        self.requested_output_names = ["panoptic", "segments"]
+
+
+def test_a_batched_call_on_a_fixed_batch_graph_answers_each_frame_as_alone(tiny_onnx) -> None:
+    predictor = Predictor(tiny_onnx(), threads=1)  # batch axis fixed at 1: frames run one after another
+    model = FrameModel(predictor, 20_000, batch=True)
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, (96 + 16 * i, 120, 3), dtype=np.uint8) for i in range(3)]
+    answers = model([_Request(pixels=frame[None]) for frame in frames])
+    for frame, answer in zip(frames, answers):
+        alone = predictor(frame)
+        assert np.array_equal(answer["panoptic"][0], alone.panoptic)
+        assert [s["id"] for s in json.loads(answer["segments"][0, 0])["segments"]] == [s.id for s in alone.segments]
+    corrupt = _Request(image=np.array([[b"not an image"]], dtype=np.object_))
+    with pytest.raises(BadFrame) as caught:
+        model([_Request(pixels=frames[0][None]), corrupt, _Request(pixels=np.zeros((1, 150, 150, 3), np.uint8))])
+    assert str(caught.value) == (
+        "pem-serve: 2 bad request(s) in a dynamic batch of 3: request 2: corrupt image: 12 bytes that are not an "
+        "image Pillow can read; request 3: image over the size budget: 150x150 is 22,500 pixels, the limit is 20,000 "
+        "(pem-serve --max-pixels)")
+    predictor.close()
