@@ -78,9 +78,15 @@ def test_bad_input_is_one_line(files: Path, script: str, arguments: str, status:
     assert {p.name: p.read_bytes() for p in files.iterdir()} == before  # nothing written, no input replaced
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A job started with ``&`` by a non-interactive shell (a CI
+    runner's background step) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_and_130(tmp_path: Path) -> None:
     process = subprocess.Popen([str(BIN / "pem-data"), "synthetic", "--out", str(tmp_path / "data"), "--n", "5000",
-                                "--size", "256"], stderr=subprocess.PIPE, text=True)
+                                "--size", "256"], stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not (tmp_path / "data").exists() and time.monotonic() < deadline:  # started writing
         time.sleep(0.05)
