@@ -15,8 +15,9 @@ Cost at F: one sigmoid per mask value, the class-mask contraction as one batched
 argmax over its last (contiguous) axis (no per-pixel softmax: class probabilities exist per query only). Fusion
 size ``input`` with more than ``SEMANTIC_CANDIDATES`` classes contracts only the candidates that the mask-resolution
 scores rank first (:meth:`ExportWrapper.candidate_classes`): every class that wins a mask-resolution pixel, then the
-runners-up by how close they come; a label differs from the full contraction only where a class that wins no
-mask-resolution pixel and ranks below them wins an input pixel (``pem.benchmarks.fusion_size`` measures agreement).
+runners-up by how close they come. A label differs from the full contraction only where a class left out wins an
+input pixel: when more than ``SEMANTIC_CANDIDATES`` classes win mask-resolution pixels, or when a class ranked below
+them wins only between mask pixels (``pem.benchmarks.fusion_size`` measures agreement with ``original``).
 """
 from __future__ import annotations
 
@@ -150,32 +151,36 @@ class ExportWrapper(nn.Module):
             return scores.argmax(1)
         if self.fusion_size == FUSION_INPUT:
             masks = upsample_channels_last(mask_logits)[:, : image_size[0], : image_size[1]].sigmoid()
+            size = (masks.shape[1], masks.shape[2])
+            rows = masks.reshape(masks.shape[0], size[0] * size[1], masks.shape[3])
         else:
-            masks = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size)
-            masks = masks.sigmoid().permute(0, 2, 3, 1)
+            masks = to_fusion_size(mask_logits, padded_size, image_size, output_size, self.fusion_size).sigmoid()
+            size = (masks.shape[2], masks.shape[3])
+            rows = masks.flatten(2).transpose(1, 2)  # a view: ONNX Runtime folds it into the MatMul (transA)
         if self.fusion_size != FUSION_INPUT or probs.shape[1] <= SEMANTIC_CANDIDATES:
-            return self.contract_argmax(probs, masks)
+            return self.contract_argmax(probs, rows, size)
         at_mask_stride = to_fusion_size(mask_logits, padded_size, image_size, output_size, FUSION_MASK)
-        return self.candidates_argmax(probs, at_mask_stride, masks, SEMANTIC_CANDIDATES)
+        return self.candidates_argmax(probs, at_mask_stride, rows, size, SEMANTIC_CANDIDATES)
 
     @classmethod
-    def candidates_argmax(cls, probs: torch.Tensor, mask_logits: torch.Tensor, masks: torch.Tensor,
-                          count: int) -> torch.Tensor:
+    def candidates_argmax(cls, probs: torch.Tensor, mask_logits: torch.Tensor, rows: torch.Tensor,
+                          size: tuple[int, int], count: int) -> torch.Tensor:
         """:meth:`contract_argmax` over the ``count`` classes of :meth:`candidate_classes` only: probs [B, K, Q],
-        mask logits [B, Q, h, w] at the mask stride, masks [B, H, W, Q] sigmoids at F -> int64 [B, H, W] in 0..K-1."""
+        mask logits [B, Q, h, w] at the mask stride, rows [B, H*W, Q] sigmoids at F of ``size`` = (H, W) -> int64
+        [B, H, W] in 0..K-1."""
         classes = cls.candidate_classes(probs, mask_logits, count)
         kept = torch.gather(probs, 1, classes[:, :, None].expand(-1, -1, probs.shape[2]))
-        winners = cls.contract_argmax(kept, masks)
+        winners = cls.contract_argmax(kept, rows, size)
         return torch.gather(classes, 1, winners.flatten(1)).reshape(winners.shape)
 
     @staticmethod
-    def contract_argmax(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """probs [B, K, Q] x masks [B, H, W, Q] (channels last) -> int64 [B, H, W]: the argmax over c of the scores,
-        contracted as one MatMul [B, H*W, Q] x [B, Q, K] so that the argmax runs over the contiguous last axis
-        (ONNX Runtime's ArgMax over a strided axis costs several times the MatMul at 512x512 x 150 classes)."""
-        batch, height, width, queries = masks.shape
-        scores = torch.matmul(masks.reshape(batch, height * width, queries), probs.transpose(1, 2))
-        return scores.argmax(2).reshape(batch, height, width)
+    def contract_argmax(probs: torch.Tensor, rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """probs [B, K, Q] x rows [B, H*W, Q] (one row of mask sigmoids per pixel of ``size`` = (H, W)) -> int64
+        [B, H, W]: the argmax over c of the scores, contracted as one MatMul [B, H*W, Q] x [B, Q, K] so that the
+        argmax runs over the contiguous last axis (ONNX Runtime's ArgMax over a strided axis costs several times the
+        MatMul at 512x512 x 150 classes)."""
+        scores = torch.matmul(rows, probs.transpose(1, 2))
+        return scores.argmax(2).reshape(rows.shape[0], size[0], size[1])
 
     @staticmethod
     def candidate_classes(probs: torch.Tensor, mask_logits: torch.Tensor, count: int) -> torch.Tensor:

@@ -37,10 +37,10 @@ def smooth_mask_logits(generator: torch.Generator, queries: int, size: int) -> t
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def upsampled_masks(mask_logits: torch.Tensor) -> torch.Tensor:
-    """The input-resolution sigmoids of ``input`` mode, channels last, for a graph whose input is 4x the mask size."""
+def upsampled_rows(mask_logits: torch.Tensor) -> torch.Tensor:
+    """The input-resolution sigmoids of ``input`` mode as rows [1, H*W, Q], for an input 4x the mask size."""
     upsampled = F.interpolate(mask_logits, scale_factor=4, mode="bilinear", align_corners=False)
-    return upsampled.sigmoid().permute(0, 2, 3, 1)
+    return upsampled.sigmoid().flatten(2).transpose(1, 2)
 
 
 def test_pruned_contraction_is_exact_when_few_classes_win() -> None:
@@ -50,9 +50,9 @@ def test_pruned_contraction_is_exact_when_few_classes_win() -> None:
     class_logits[0, torch.arange(QUERIES), favoured[torch.arange(QUERIES) % 12]] = 8.0
     probs = class_logits.softmax(-1)[..., :-1].transpose(1, 2)
     mask_logits = smooth_mask_logits(generator, QUERIES, 24)
-    masks = upsampled_masks(mask_logits)
-    full = ExportWrapper.contract_argmax(probs, masks)
-    pruned = ExportWrapper.candidates_argmax(probs, mask_logits, masks, SEMANTIC_CANDIDATES)
+    rows = upsampled_rows(mask_logits)
+    full = ExportWrapper.contract_argmax(probs, rows, (96, 96))
+    pruned = ExportWrapper.candidates_argmax(probs, mask_logits, rows, (96, 96), SEMANTIC_CANDIDATES)
     assert full.shape == pruned.shape == (1, 96, 96)
     assert len(torch.unique(full)) >= 6  # several classes share the frame
     assert torch.equal(pruned, full)
