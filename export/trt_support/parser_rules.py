@@ -78,6 +78,12 @@ class GraphView:
         for index, node in enumerate(self.model.graph.node):
             yield node.name or f"{node.op_type}#{index}", node
 
+    def standard_nodes(self, *op_types: str) -> Iterator[tuple[str, onnx.NodeProto]]:
+        """:meth:`nodes` of the standard ONNX domain whose op type is one of ``op_types``."""
+        for name, node in self.nodes():
+            if node.op_type in op_types and node.domain in STANDARD_DOMAINS:
+                yield name, node
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -160,9 +166,7 @@ def _refused_input_types(view: GraphView) -> list[Violation]:
 
 def _deform_conv_uniform_float(view: GraphView) -> list[Violation]:
     found = []
-    for name, node in view.nodes():
-        if node.op_type != "DeformConv" or node.domain not in STANDARD_DOMAINS:
-            continue
+    for name, node in view.standard_nodes("DeformConv"):
         typed = {role: view.dtype(tensor) for role, tensor in zip(("input", "weight", "offset", "bias", "mask"),
                                                                   node.input) if tensor}
         first = typed.get("input")
@@ -178,9 +182,7 @@ def _deform_conv_uniform_float(view: GraphView) -> list[Violation]:
 
 def _resize_transform(view: GraphView) -> list[Violation]:
     found = []
-    for name, node in view.nodes():
-        if node.op_type != "Resize" or node.domain not in STANDARD_DOMAINS:
-            continue
+    for name, node in view.standard_nodes("Resize"):
         mode = _text(node, "coordinate_transformation_mode", "half_pixel")
         if mode not in RESIZE_TRANSFORMS:
             found.append(Violation(name, node.op_type, node.domain, f"coordinate_transformation_mode '{mode}' is "
@@ -191,9 +193,7 @@ def _resize_transform(view: GraphView) -> list[Violation]:
 def _resize_dims(view: GraphView) -> list[Violation]:
     """Linear (cubic) Resize with constant scales: only the last 3 (2) dimensions may have a scale other than 1."""
     found = []
-    for name, node in view.nodes():
-        if node.op_type != "Resize" or node.domain not in STANDARD_DOMAINS:
-            continue
+    for name, node in view.standard_nodes("Resize"):
         mode = _text(node, "mode", "nearest")
         scales = view.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if mode not in RESIZE_INNERMOST or scales is None or _attribute(node, "axes") is not None:
@@ -209,9 +209,9 @@ def _resize_dims(view: GraphView) -> list[Violation]:
 def _constant_axes(ops: tuple[str, ...], message: str) -> Callable[[GraphView], list[Violation]]:
     def check(view: GraphView) -> list[Violation]:
         found = []
-        for name, node in view.nodes():
+        for name, node in view.standard_nodes(*ops):
             axes = node.input[1] if len(node.input) > 1 else ""
-            if node.op_type in ops and node.domain in STANDARD_DOMAINS and axes and axes not in view.constants:
+            if axes and axes not in view.constants:
                 found.append(Violation(name, node.op_type, node.domain, f"axes '{axes}' {message}"))
         return found
 
@@ -220,9 +220,7 @@ def _constant_axes(ops: tuple[str, ...], message: str) -> Callable[[GraphView], 
 
 def _range_types(view: GraphView) -> list[Violation]:
     found = []
-    for name, node in view.nodes():
-        if node.op_type != "Range" or node.domain not in STANDARD_DOMAINS:
-            continue
+    for name, node in view.standard_nodes("Range"):
         types = [view.dtype(tensor) for tensor in node.input[:3]]
         if None in types:
             continue
