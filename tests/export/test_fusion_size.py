@@ -13,13 +13,11 @@ from PIL import Image
 
 from pem.export.cli import build_parser
 from pem.export.parity import LABEL_AGREEMENT, check_parity
-from pem.export.trt_support import lint_model
-from pem.export.trt_support.tables import stored_versions
-from pem.export.trt_support.versions import format_version
 from pem.inference import predict
 from pem.modeling.pem_model import PEM
 from pem.runtime import Predictor
 from pem.runtime.contract import INPUT_IMAGE, META_FUSION_SIZE, SCOPE_SEPARATOR
+from tests.export_lint.conftest import TABLES, lint_errors
 
 SIZE = (128, 128)
 
@@ -100,9 +98,8 @@ def test_the_semantic_head_is_cheap(semantic_mask: Path) -> None:
 def test_new_heads_pass_the_tensorrt_lint(panoptic_input: Path, semantic_mask: Path) -> None:
     for path in (panoptic_input, semantic_mask):
         model = onnx.load(str(path))
-        for version in ("10.3", format_version(stored_versions()[-1])):
-            errors = [f for f in lint_model(model, version).findings if f.severity == "error"]
-            assert errors == [], f"{path.name} TensorRT {version}"
+        for version in TABLES:
+            assert lint_errors(model, version) == [], f"{path.name} TensorRT {version}"
 
 
 def test_torch_backend_takes_the_fusion_size(semantic_mask: Path, scene: np.ndarray) -> None:

@@ -16,9 +16,6 @@ import torch.nn.functional as F
 from pem.config import get_preset
 from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 from pem.export.parity import LABEL_AGREEMENT
-from pem.export.trt_support import lint_model
-from pem.export.trt_support.tables import stored_versions
-from pem.export.trt_support.versions import format_version
 from pem.export.wrapper import SEMANTIC_CANDIDATES, ExportWrapper
 from pem.inference import predict
 from pem.modeling.pem_model import PEM
@@ -26,6 +23,7 @@ from pem.runtime import Predictor
 from pem.runtime.contract import SCOPE_SEPARATOR
 from pem.runtime.preprocess import resize_to
 from tests.conftest import load_photo
+from tests.export_lint.conftest import TABLES, lint_errors
 
 CLASSES = 150  # ADE20K's count
 QUERIES = 40
@@ -114,9 +112,8 @@ def test_exported_head_agrees_with_pytorch_and_the_full_contraction(
 def test_exported_head_passes_the_tensorrt_lint(many_class_graph: Path) -> None:
     model = onnx.load(str(many_class_graph))
     assert any(node.op_type == "TopK" for node in model.graph.node)
-    for version in ("10.3", format_version(stored_versions()[-1])):
-        errors = [f for f in lint_model(model, version).findings if f.severity == "error"]
-        assert errors == [], f"TensorRT {version}"
+    for version in TABLES:
+        assert lint_errors(model, version) == [], f"TensorRT {version}"
 
 
 def test_graph_of_free_size_on_a_padded_input(many_class_model: PEM, tmp_path: Path) -> None:

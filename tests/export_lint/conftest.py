@@ -20,9 +20,23 @@ import pytest
 from PIL import Image
 
 from pem.export.cli import INPUT_CHOICES, build_parser
+from pem.export.trt_support import LintReport, lint_model
+from pem.export.trt_support.tables import stored_versions
+from pem.export.trt_support.versions import format_version
 
 SIZE = (128, 128)
 CALIBRATION_IMAGES = 2
+TABLES = ("10.3", format_version(stored_versions()[-1]))  # JetPack 6.2's TensorRT and the newest stored table
+
+
+def report_errors(report: LintReport) -> list[str]:
+    """A lint report's error findings as ``where op: messages`` lines (empty: TensorRT parses the graph)."""
+    return [f"{f.where} {f.op}: {'; '.join(f.messages)}" for f in report.findings if f.severity == "error"]
+
+
+def lint_errors(model: onnx.ModelProto, version: str, plugins: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """:func:`report_errors` of the lint of ``model`` for TensorRT ``version``."""
+    return report_errors(lint_model(model, version, plugins=plugins))
 
 
 def _action(flag: str) -> argparse.Action:

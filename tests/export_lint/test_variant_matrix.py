@@ -12,21 +12,22 @@ import onnx
 import pytest
 
 from pem.export.tensorrt.graph_rewrite import rewrite_for_plugins
-from pem.export.trt_support import LintReport, lint_model
+from pem.export.trt_support import lint_model
 from pem.export.trt_support.onnx_graph import dtype_name, tensor_types
-from pem.export.trt_support.tables import stored_versions
-from pem.export.trt_support.versions import format_version
-from tests.export_lint.conftest import Variant, all_variants, cli_choices, value_covering
+from tests.export_lint.conftest import (
+    TABLES,
+    Variant,
+    all_variants,
+    cli_choices,
+    lint_errors,
+    report_errors,
+    value_covering,
+)
 
-TABLES = ("10.3", format_version(stored_versions()[-1]))
 NEWEST = TABLES[-1]
 COVERING = value_covering()
 REST = [variant for variant in all_variants() if variant not in COVERING]
 Graphs = Callable[[Variant], dict[str, onnx.ModelProto]]
-
-
-def _errors(report: LintReport) -> list[str]:
-    return [f"{f.where} {f.op}: {'; '.join(f.messages)}" for f in report.findings if f.severity == "error"]
 
 
 def _uint8_intermediates(model: onnx.ModelProto) -> list[str]:
@@ -47,14 +48,14 @@ def _check_variant(graphs: Graphs, variant: Variant) -> None:
         for version in TABLES:
             report = lint_model(model, version)
             assert report.table_version == version, where
-            assert _errors(report) == [], f"{where} TensorRT {version}"
+            assert report_errors(report) == [], f"{where} TensorRT {version}"
         rewritten = onnx.ModelProto()
         rewritten.CopyFrom(model)
         plugins = rewrite_for_plugins(rewritten).plugin_ops
         assert plugins == ["pem::DeformConv2d", "pem::PrototypeGather"], where
         assert _uint8_intermediates(rewritten) == [], f"{where} rewritten"
         for declared in ((), plugins):
-            assert _errors(lint_model(rewritten, NEWEST, plugins=declared)) == [], f"{where} rewritten {declared}"
+            assert lint_errors(rewritten, NEWEST, declared) == [], f"{where} rewritten {declared}"
 
 
 def test_ci_variants_cover_every_option_value() -> None:
