@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pem.runtime.backends.tritonserver import wait_until_ready
+from pem.runtime.coco_panoptic import write_json_atomic
 from pem.runtime.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,13 +154,8 @@ def main() -> None:
         with log.open("w") as log_file:
             server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            ready = f"http://127.0.0.1:{http}/v2/models/{MODEL}_metadata/ready"
-            for _ in range(120):
-                try:
-                    with urllib.request.urlopen(ready, timeout=2):
-                        break
-                except OSError:
-                    time.sleep(0.5)
+            wait_until_ready(f"http://127.0.0.1:{http}/v2/models/{MODEL}_metadata/ready", 60,
+                             lambda: server.poll() is None)
             local = {count: Predictor(artifact, threads=count) for count in threads}
             graph_input = list(local[threads[0]].preprocess(frames[0])[1].resized)
             remote = Predictor(f"http://127.0.0.1:{http}/{MODEL}")
@@ -194,7 +191,7 @@ def main() -> None:
         "server_rss_mb_end": runs[-1]["server_rss_mb_after"],
         "server_exit_code_after_sigterm": code,
         "served_vs_in_process": {str(run["clients"]): round(run["throughput_fps"] / best, 3) for run in runs}}
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(args.json, report)
     print(json.dumps(report, indent=2))
 
 

@@ -29,7 +29,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,7 +42,8 @@ from pem.runtime.metadata import ArtifactError, ArtifactMetadata
 from pem.runtime.result import Result
 
 __all__ = ["ERROR_PREFIX", "FRAME_OUTPUTS", "INPUT_IMAGE_BYTES", "INPUT_PIXELS", "METADATA_SUFFIX", "ServerError",
-           "TritonServerBackend", "describe_tensors", "encode_result", "error_line", "metadata_payload", "parse_url"]
+           "TritonServerBackend", "describe_tensors", "encode_result", "error_line", "metadata_payload", "parse_url",
+           "wait_until_ready"]
 
 INSTALL_HINT = 'pip install "pem-edge[serve]" (or tritonclient[http,grpc])'
 INPUT_IMAGE_BYTES = "image"
@@ -78,6 +79,25 @@ def error_line(message: str) -> str:
             return line[line.index(ERROR_PREFIX):]
     kept = [line for line in lines if line != "At:"]
     return kept[-1] if kept else message.strip()
+
+
+def wait_until_ready(url: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``url`` (a Triton ``.../ready`` endpoint) every 0.5 s until it answers 200. ArtifactError when ``alive()``
+    turns False first (the server process exited) or after ``timeout_s`` seconds."""
+    import urllib.request
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if not alive():
+            raise ArtifactError(f"the server exited before {url} was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise ArtifactError(f"{url} not ready within {timeout_s:g} s")
 
 
 def describe_tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:

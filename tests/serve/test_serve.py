@@ -6,7 +6,6 @@ import io
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip insta
 
 from PIL import Image  # noqa: E402
 
-from pem.runtime.backends.tritonserver import ServerError, error_line  # noqa: E402
+from pem.runtime.backends.tritonserver import ServerError, error_line, wait_until_ready  # noqa: E402
 from pem.runtime.cli import main as predict_main  # noqa: E402
 from pem.runtime.predictor import Predictor  # noqa: E402
 from pem.serve.launcher import free_ports  # noqa: E402
@@ -28,22 +27,6 @@ from pem.serve.launcher import free_ports  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / ".venv-serve" / "bin" / "pem-serve"
 MAX_PIXELS = 20_000  # the server's --max-pixels: every test frame is below it, 150x150 is over
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    import urllib.request
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        assert process.poll() is None, "pem-serve exited before it was ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"pem-serve not ready within {timeout_s} s")
 
 
 class Served(NamedTuple):
@@ -67,7 +50,7 @@ def served(tiny_onnx: Callable[..., Path]) -> Iterator[Served]:
                                 "--metrics-port", str(metrics), "--threads", "1", "--max-pixels", str(MAX_PIXELS)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", process, 60)
+        wait_until_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", 60, lambda: process.poll() is None)
         yield Served(f"http://127.0.0.1:{http}/pem", f"grpc://127.0.0.1:{grpc}/pem", artifact, process)
     finally:
         if process.poll() is None:
