@@ -1,7 +1,8 @@
 """``pem-export``: export a PEM preset to ONNX (FP32, FP16 or INT8), check it against PyTorch, write it atomically.
 
-    pem-export --config NAME [--weights W] [--format onnx] [--head raw|semantic|panoptic] --imgsz HxW [--dynamic]
-               [--batch N] [--input uint8|float] [--opset 19] [--no-simplify] --output PATH
+    pem-export --config NAME [--weights W] [--format onnx] [--head raw|semantic|panoptic] --imgsz HxW
+               [--dynamic | --dynamic-batch] [--batch N] [--input uint8|float] [--opset 19] [--no-simplify]
+               --output PATH
                [--check-image PATH|skimage:NAME] [--skip-check] [--object-mask-threshold T] [--overlap-threshold T]
                [--precision fp32|fp16|int8|...] [--fp32-ops A,B] [--fp32-scope REGEX ...]
                [--calib-data DIR] [--calib-method minmax|percentile|entropy] [--calib-images N] [--int8-target T]
@@ -75,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--fusion-size", default=DEFAULT_FUSION_SIZE, choices=FUSION_SIZES,
                        help="resolution of the semantic/panoptic fusion: original (the official chain, exact, memory "
                             "grows with the camera), input (the network's input, default), mask (1/4 of it)")
-    graph.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    free = graph.add_mutually_exclusive_group()
+    free.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    free.add_argument("--dynamic-batch", action="store_true", help="free batch only, height and width fixed at "
+                      "--imgsz (what a server's dynamic batching and TensorRT batch profiles need)")
     graph.add_argument("--batch", type=int_in(1, 256), default=1,
                        help="batch size of a static graph, 1..256 (default 1)")
     graph.add_argument("--input", default="uint8", choices=sorted(INPUT_CHOICES),
@@ -318,7 +322,8 @@ def _fp32_graph(args: argparse.Namespace, image: np.ndarray | None) -> onnx.Mode
     except ModuleNotFoundError as error:
         raise CliError(f"{error.name} is needed to export from PyTorch: pip install 'pem-edge[train,export]'") from None
     options = ExportOptions(
-        head=args.head, imgsz=args.imgsz, dynamic=args.dynamic, batch=args.batch,
+        head=args.head, imgsz=args.imgsz, dynamic=args.dynamic, dynamic_batch=args.dynamic_batch,
+        batch=args.batch,
         input_layout=INPUT_CHOICES[args.input], opset=args.opset, simplify=not args.no_simplify,
         object_mask_threshold=args.object_mask_threshold, overlap_threshold=args.overlap_threshold,
         fusion_size=args.fusion_size,

@@ -52,17 +52,22 @@ class ExportOptions:
     """What to export.
 
     ``imgsz`` (h, w) is the input size of a static graph and the example size of a dynamic one; ``batch`` is the
-    static batch size (a dynamic graph takes any). ``object_mask_threshold`` overrides the preset's panoptic keep
-    threshold (baked into a panoptic graph) and ``overlap_threshold`` the host's overlap rule; both are stored in
-    the metadata. ``simplify`` runs onnxslim. ``fusion_size`` (``pem.runtime.resolution``) is the resolution of the
-    semantic/panoptic heads' fusion, stored in the metadata (a raw graph records it for the host chain); only
-    ``original`` graphs take the ``orig_size`` input. The dataclass keeps the exact chain by default (the library's
-    parity tests and callers rely on it); ``pem-export`` defaults to ``DEFAULT_FUSION_SIZE`` (``input``).
+    static batch size (a dynamic graph takes any). ``dynamic`` frees batch, height and width; ``dynamic_batch``
+    frees the batch only (height and width stay ``imgsz``: the graph a server's dynamic batching and TensorRT batch
+    profiles want, without resizing every frame to a free size).
+
+    ``object_mask_threshold`` overrides the preset's panoptic keep threshold (baked into a panoptic graph) and
+    ``overlap_threshold`` the host's overlap rule; both are stored in the metadata. ``simplify`` runs onnxslim.
+    ``fusion_size`` (``pem.runtime.resolution``) is the resolution of the semantic/panoptic heads' fusion, stored in
+    the metadata (a raw graph records it for the host chain); only ``original`` graphs take the ``orig_size`` input.
+    The dataclass keeps the exact chain by default (the library's parity tests and callers rely on it);
+    ``pem-export`` defaults to ``DEFAULT_FUSION_SIZE`` (``input``).
     """
 
     head: str = "raw"
     imgsz: tuple[int, int] = (512, 1024)
     dynamic: bool = False
+    dynamic_batch: bool = False
     batch: int = 1
     input_layout: str = "uint8_nhwc"
     opset: int = MIN_OPSET
@@ -86,6 +91,8 @@ class ExportOptions:
             raise ExportError(f"unknown fusion size {self.fusion_size!r}; known: {', '.join(FUSION_SIZES)}")
         if self.opset < MIN_OPSET:
             raise ExportError(f"opset {self.opset} is too old: DeformConv needs opset >= {MIN_OPSET}")
+        if self.dynamic and self.dynamic_batch:
+            raise ExportError("dynamic frees batch, height and width already; ask for dynamic or dynamic_batch")
         if self.batch < 1 or min(self.imgsz) < 1:
             raise ExportError(f"batch and image size must be positive, got batch {self.batch}, size {self.imgsz}")
         for name, value in (("object mask", self.object_mask_threshold), ("overlap", self.overlap_threshold)):
@@ -94,10 +101,15 @@ class ExportOptions:
 
     @property
     def shapes(self) -> dict[str, int | str]:
-        """The ``pem.shapes`` metadata: ints, or ``"dynamic"`` for every dimension of a dynamic graph."""
+        """The ``pem.shapes`` metadata: ints, ``"dynamic"`` for the free dimensions."""
         if self.dynamic:
             return dict.fromkeys(DIMENSION_NAMES, "dynamic")
-        return dict(zip(DIMENSION_NAMES, (self.batch, *self.imgsz)))
+        return dict(zip(DIMENSION_NAMES, ("dynamic" if self.dynamic_batch else self.batch, *self.imgsz)))
+
+    @property
+    def free_batch(self) -> bool:
+        """True when the graph takes any batch size."""
+        return self.dynamic or self.dynamic_batch
 
 
 def export_onnx(model: PEM, options: ExportOptions) -> onnx.ModelProto:
@@ -219,24 +231,24 @@ def _example_inputs(
 ) -> tuple[tuple[torch.Tensor, ...], list[str], dict[str, dict[int, object]] | None]:
     """Example inputs, their names and the dynamic-shape spec.
 
-    A dynamic graph is traced with batch >= 2, so that the batch dimension is not specialized to 1.
+    A graph of free batch is traced with batch >= 2, so that the batch dimension is not specialized to 1.
     """
     height, width = options.imgsz
-    batch = max(options.batch, 2) if options.dynamic else options.batch
+    batch = max(options.batch, 2) if options.free_batch else options.batch
     generator = torch.Generator().manual_seed(0)
     if options.input_layout == LAYOUT_UINT8_NHWC:
         image = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=generator)
     else:
         image = torch.rand((batch, 3, height, width), generator=generator) * 255
-    free_axes = IMAGE_AXES[options.input_layout]
     image_name = IMAGE_INPUTS[options.input_layout]
     args: tuple[torch.Tensor, ...] = (image,)
     names = [image_name]
     if options.takes_orig_size:
         args += (torch.tensor([height, width], dtype=torch.int64),)
         names.append(INPUT_ORIG_SIZE)
-    if not options.dynamic:
+    if not options.free_batch:
         return args, names, None
+    free_axes = IMAGE_AXES[options.input_layout][:3 if options.dynamic else 1]
     dynamic_shapes: dict[str, dict[int, object] | None] = {"image": dict.fromkeys(free_axes, torch.export.Dim.DYNAMIC)}
     if options.takes_orig_size:
         dynamic_shapes["orig_size"] = None

@@ -13,7 +13,8 @@ Inputs
                    ``semantic`` and ``panoptic`` heads of fusion size ``original`` take it; the other graphs have
                    the image input alone.
 
-Exported graphs fix batch, h and w (``pem.shapes`` holds integers) or leave all three free (``"dynamic"``).
+Exported graphs fix batch, h and w (``pem.shapes`` holds integers), leave the batch free (``--dynamic-batch``:
+``"dynamic"`` batch, integer h and w) or leave all three free (``"dynamic"``).
 
 Fusion sizes (``pem.fusion_size``; see ``pem.runtime.resolution``): the resolution F of the semantic/panoptic
 heads' per-pixel outputs: ``original`` F = H0 x W0 (the official chain, exact), ``input`` F = h x w, ``mask``

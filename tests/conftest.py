@@ -67,23 +67,24 @@ TINY_WEIGHTS = REPO / "tests" / "fixtures" / "synthetic_panoptic_tiny.pth"
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``export(head="panoptic", imgsz=(128, 128), dynamic=False, input_layout="uint8_nhwc",
-    fusion_size="original")``: the trained ``synthetic_panoptic_tiny`` (PQ 61.6) as an FP32 ONNX file (static, or of
-    free size), exported once per session for each setting."""
-    cache: dict[tuple[str, tuple[int, int], bool, str, str], Path] = {}
+    fusion_size="original", dynamic_batch=False)``: the trained ``synthetic_panoptic_tiny`` (PQ 61.6) as an FP32 ONNX
+    file (static, of free size, or of free batch only), exported once per session for each setting."""
+    cache: dict[tuple[str, tuple[int, int], bool, str, str, bool], Path] = {}
 
     def export(head: str = "panoptic", imgsz: tuple[int, int] = (128, 128), dynamic: bool = False,
-               input_layout: str = "uint8_nhwc", fusion_size: str = "original") -> Path:
-        key = (head, tuple(imgsz), dynamic, input_layout, fusion_size)
+               input_layout: str = "uint8_nhwc", fusion_size: str = "original", dynamic_batch: bool = False) -> Path:
+        key = (head, tuple(imgsz), dynamic, input_layout, fusion_size, dynamic_batch)
         if key not in cache:
             import pem
             from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 
             model = pem.build_model("synthetic_panoptic_tiny", weights=str(TINY_WEIGHTS))
             layout = "" if input_layout == "uint8_nhwc" else f"_{input_layout}"
-            name = f"tiny_{head}_{imgsz[0]}x{imgsz[1]}{'_dynamic' if dynamic else ''}{layout}_{fusion_size}.onnx"
+            free = "_dynamic" if dynamic else "_dynamic_batch" if dynamic_batch else ""
+            name = f"tiny_{head}_{imgsz[0]}x{imgsz[1]}{free}{layout}_{fusion_size}.onnx"
             path = tmp_path_factory.mktemp("tiny_onnx") / name
             options = ExportOptions(head=head, imgsz=tuple(imgsz), dynamic=dynamic, input_layout=input_layout,
-                                    fusion_size=fusion_size)
+                                    fusion_size=fusion_size, dynamic_batch=dynamic_batch)
             save_onnx(export_onnx(model, options), path)
             cache[key] = path
         return cache[key]

@@ -1,10 +1,12 @@
 """``--shapes min,opt,max`` -> the TensorRT optimization profile of an exported PEM graph.
 
-Each entry is ``HxW`` (batch 1) or ``BxHxW``; one entry means min = opt = max. The image input gets the profile
-in its layout (uint8 NHWC ``[B, h, w, 3]`` or float NCHW ``[B, 3, h, w]``). ``orig_size`` (int64 [2], the original
-image size the panoptic/semantic outputs are resized to) is a shape tensor for TensorRT: its *values* need a range
-too, ``--orig-sizes min,opt,max`` of ``HxW`` entries, by default 1x1 up to the largest image size (TensorRT
-reserves memory for the largest original size, whose [B, Q, H0, W0] mask logits are the biggest activations).
+Each entry is ``HxW`` (batch 1) or ``BxHxW``; one entry means min = opt = max. A graph exported with
+``--dynamic-batch`` takes entries of its fixed ``HxW`` with a batch range (``1x512x512,4x512x512,8x512x512``).
+The image input gets the profile in its layout (uint8 NHWC ``[B, h, w, 3]`` or float NCHW ``[B, 3, h, w]``).
+``orig_size`` (int64 [2], the original image size the panoptic/semantic outputs are resized to) is a shape tensor
+for TensorRT: its *values* need a range too, ``--orig-sizes min,opt,max`` of ``HxW`` entries, by default 1x1 up to
+the largest image size (TensorRT reserves memory for the largest original size, whose [B, Q, H0, W0] mask logits
+are the biggest activations).
 """
 from __future__ import annotations
 
@@ -95,8 +97,9 @@ def engine_shapes(inputs: Mapping[str, Sequence[Dim]], layout: str, shapes: str 
         for index, (axis, fixed) in enumerate(zip(("batch", "height", "width"), graph_bhw)):
             asked = sorted({b[index] for b in bounds})
             if fixed is not None and asked != [fixed]:
+                flag = "--dynamic-batch (free batch) or --dynamic" if axis == "batch" else "--dynamic"
                 raise ShapeError(f"the graph's input {image!r} has a fixed {axis} of {fixed} ({_text(dims)}) but "
-                                 f"--shapes asks for {asked}; export with --dynamic to build for other "
+                                 f"--shapes asks for {asked}; export with {flag} to build for other "
                                  f"sizes, or leave out --shapes")
     full = [_layout_dims(b, dims, axes) for b in bounds]
     profiles = {image: ProfileRange(*full)}

@@ -78,6 +78,25 @@ def test_bad_inputs_are_refused(
     _assert_refused(tmp_path, capsys, argv, message)
 
 
+def test_dynamic_batch_reaches_the_export_and_excludes_dynamic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pem.export.errors import ExportError
+
+    asked = []
+
+    def export_onnx(model: object, options: object) -> onnx.ModelProto:
+        asked.append(options)
+        raise ExportError("stopped after reading the options")
+
+    monkeypatch.setattr("pem.export.onnx_export.export_onnx", export_onnx)
+    argv = [*TINY, "--imgsz", "64", "--output", str(tmp_path / "out.onnx")]
+    _assert_refused(tmp_path, capsys, [*argv, "--dynamic-batch"], "stopped after reading the options")
+    assert [(o.dynamic, o.dynamic_batch, o.imgsz) for o in asked] == [(False, True, (64, 64))]
+    _assert_refused(tmp_path, capsys, [*argv, "--dynamic", "--dynamic-batch"],
+                    "argument --dynamic-batch: not allowed with argument --dynamic")
+
+
 def _toy_graph() -> onnx.ModelProto:
     """A stand-in for an exported graph (Identity), so the CLI's own logic runs without a real export."""
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "toy",

@@ -1,10 +1,10 @@
 """Exported graphs against PyTorch in ONNX Runtime, with realistic weights, on photographs and synthetic scenes.
 
-CI exports five graphs (module-scoped fixtures) so that each backbone is checked static and dynamic, and each head
+CI exports six graphs (module-scoped fixtures) so that each backbone is checked static and dynamic, and each head
 at least once: STDC2 raw static, STDC2 semantic dynamic, R50 raw dynamic, R50 panoptic static (official-format
-weights of the parity oracle) and the trained tiny model's panoptic head (static, batch 3). Raw graphs of panoptic
-presets are also checked through the reference chain (semantic labels and panoptic ids). The remaining
-combinations run under ``-m slow``.
+weights of the parity oracle) and the trained tiny model's panoptic head (static, batch 3; and of free batch only,
+128x128). Raw graphs of panoptic presets are also checked through the reference chain (semantic labels and panoptic
+ids). The remaining combinations run under ``-m slow``.
 
 The official-format weights are untrained: their queries are confident (scores up to 0.97) but their masks overlap
 so much that at the preset's thresholds (0.8 / 0.8) only 0-3 segments survive. Their panoptic graphs are therefore
@@ -24,19 +24,23 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from pem.export.errors import ExportError
 from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 from pem.export.parity import ParityReport, check_parity
 from pem.modeling.pem_model import PEM
 from pem.runtime.contract import (
     INPUT_IMAGE,
     INPUT_ORIG_SIZE,
+    META_SHAPES,
     META_TEST,
     OUTPUTS,
     PROTOTYPE_GATHER_DOMAIN,
     PROTOTYPE_GATHER_OP,
 )
 from pem.runtime.metadata import ArtifactMetadata, graph_metadata, read_metadata
+from pem.runtime.preprocess import resize_to
 from tests.conftest import load_photo
+from tests.export_lint.conftest import TABLES, lint_errors
 
 STDC = ("cityscapes_panoptic_stdc2", "cityscapes_semantic_stdc2")  # (preset, key listing of the weights)
 STDC_SEMANTIC = ("cityscapes_semantic_stdc2", "cityscapes_semantic_stdc2")
@@ -83,6 +87,11 @@ def r50_panoptic_static(official_model: Callable[[str, str], PEM]) -> Exported:
 @pytest.fixture(scope="module")
 def tiny_panoptic_static(tiny_model: PEM) -> Exported:
     return _export(tiny_model, head="panoptic", imgsz=(256, 320), batch=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_panoptic_free_batch(tiny_model: PEM) -> Exported:
+    return _export(tiny_model, head="panoptic", imgsz=(128, 128), dynamic_batch=True, fusion_size="input")
 
 
 def _assert_parity(report: ParityReport, rich_reference: bool = True) -> None:
@@ -141,6 +150,36 @@ def test_trained_tiny_panoptic_graph_on_synthetic_scenes(
     assert report.batch == 3 and report.resized_size == (256, 320)
     _assert_parity(report, rich_reference=False)
     assert sum(report.reference_segments) >= 10 and min(report.reference_non_void) >= 0.5
+
+
+def test_free_batch_graph_fixes_its_size_and_runs_any_batch(
+    tiny_panoptic_free_batch: Exported, synthetic_scenes: list[np.ndarray]
+) -> None:
+    """``dynamic_batch``: batch free, 128x128 fixed; a batch of three answers each scene as alone, and PyTorch."""
+    exported = tiny_panoptic_free_batch
+    session = ort.InferenceSession(exported.data, providers=["CPUExecutionProvider"])
+    shapes = {v.name: v.shape for v in [*session.get_inputs(), *session.get_outputs()]}
+    assert shapes[INPUT_IMAGE] == ["batch", 128, 128, 3] and INPUT_ORIG_SIZE not in shapes
+    assert shapes["winner"] == ["batch", 128, 128]
+    props = read_metadata(exported.proto)
+    assert json.loads(props[META_SHAPES]) == {"batch": "dynamic", "height": 128, "width": 128}
+    assert ArtifactMetadata.from_props(props, "free batch").static_size == (128, 128)
+    frames = np.stack([resize_to(scene, (128, 128)) for scene in synthetic_scenes])
+    together = session.run(None, {INPUT_IMAGE: frames})
+    for row in range(len(frames)):
+        alone = session.run(None, {INPUT_IMAGE: frames[row:row + 1]})
+        for batched, single in zip(together, alone):
+            np.testing.assert_allclose(batched[row:row + 1], single, rtol=0, atol=1e-5)
+    report = check_parity(exported.model, exported.data, synthetic_scenes)
+    assert report.batch == 3 and report.resized_size == (128, 128)
+    _assert_parity(report, rich_reference=False)
+    for version in TABLES:  # the graph TensorRT builds with a batch profile (--shapes 1x128x128,4x128x128,...)
+        assert lint_errors(exported.proto, version) == [], f"TensorRT {version}"
+
+
+def test_dynamic_and_dynamic_batch_are_one_choice() -> None:
+    with pytest.raises(ExportError, match="ask for dynamic or dynamic_batch"):
+        ExportOptions(dynamic=True, dynamic_batch=True).validate()
 
 
 def _custom_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:

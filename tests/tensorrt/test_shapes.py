@@ -55,8 +55,20 @@ def test_static_graph_takes_its_size_only() -> None:
     with pytest.raises(ShapeError, match=r"fixed height of 256 \(1x256x256x3\) but --shapes asks for \[256, 512\]; "
                                          r"export with --dynamic"):
         engine_shapes(static, "uint8_nhwc", "1x256x256,1x256x256,1x512x512")
-    with pytest.raises(ShapeError, match="fixed batch of 1"):
+    with pytest.raises(ShapeError, match=r"fixed batch of 1 .* export with --dynamic-batch \(free batch\) or "
+                                         r"--dynamic"):
         engine_shapes(static, "uint8_nhwc", "2x256x256")
+
+
+def test_free_batch_graph_takes_a_batch_range_at_its_size() -> None:
+    """A ``--dynamic-batch`` export: batch free, height and width fixed (pem-serve's graph batching)."""
+    free_batch = {"image": (None, 128, 128, 3)}
+    shapes = engine_shapes(free_batch, "uint8_nhwc", "1x128x128,4x128x128,8x128x128")
+    assert shapes.profiles == {"image": ProfileRange((1, 128, 128, 3), (4, 128, 128, 3), (8, 128, 128, 3))}
+    with pytest.raises(ShapeError, match=r"free dimensions \?x128x128x3"):
+        engine_shapes(free_batch, "uint8_nhwc", None)
+    with pytest.raises(ShapeError, match=r"fixed width of 128 .* asks for \[128, 256\]; export with --dynamic to"):
+        engine_shapes(free_batch, "uint8_nhwc", "1x128x128,2x128x128,4x128x256")
 
 
 def test_graph_errors() -> None:
