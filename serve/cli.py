@@ -25,7 +25,7 @@ import numpy as np
 
 from pem.runtime.backends.tritonserver import INPUT_IMAGE_BYTES, INPUT_PIXELS, METADATA_SUFFIX
 from pem.runtime.entry import command
-from pem.runtime.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_SOME_FAILED
+from pem.runtime.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_SOME_FAILED, PemError
 from pem.runtime.images import max_image_pixels
 from pem.runtime.limits import int_in
 from pem.runtime.metadata import ArtifactError
@@ -85,12 +85,22 @@ def _open_predictors(args: argparse.Namespace) -> list[Predictor]:
     return predictors
 
 
-def _bind(triton: Any, args: argparse.Namespace, predictors: list[Predictor], max_pixels: int) -> int:
+def _frame_models(args: argparse.Namespace, predictors: list[Predictor], max_pixels: int) -> list[FrameModel]:
+    """One warmed-up FrameModel per instance; ServeError when the graph cannot run the largest batch."""
+    try:
+        return [FrameModel(predictor, max_pixels, args.max_batch) for predictor in predictors]
+    except (PemError, RuntimeError, MemoryError) as exc:  # onnxruntime raises its errors as RuntimeError subclasses
+        raise ServeError(f"the warm-up run of {args.artifact} (a batch of up to --max-batch {args.max_batch} blank "
+                         f"frames) failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _bind(triton: Any, args: argparse.Namespace, models: list[FrameModel]) -> int:
     """Bind the frame model and its metadata model; returns the max batch size used."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     batch = args.max_batch
-    if batch > 1 and not supports_batching(predictors[0]):
+    predictor = models[0].predictor
+    if batch > 1 and not supports_batching(predictor):
         _say(f"note: {args.artifact} has a fixed batch or an orig_size input: the frames of one batched call run "
              "through the graph one after another")
     inputs = [Tensor(name=INPUT_IMAGE_BYTES, dtype=np.bytes_, shape=(1,), optional=True),
@@ -100,15 +110,15 @@ def _bind(triton: Any, args: argparse.Namespace, predictors: list[Predictor], ma
     blobs = [Tensor(name=name, dtype=np.bytes_, shape=(1,)) for name in ("segments", "png")]
     batcher = DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us)
     config = ModelConfig(max_batch_size=batch, batcher=batcher)
-    triton.bind(model_name=args.name, infer_func=[FrameModel(p, max_pixels, batch > 1) for p in predictors],
+    triton.bind(model_name=args.name, infer_func=models,
                 inputs=inputs, outputs=maps + blobs, config=config, strict=False)
-    triton.bind(model_name=args.name + METADATA_SUFFIX, infer_func=metadata_callable(predictors[0]),
+    triton.bind(model_name=args.name + METADATA_SUFFIX, infer_func=metadata_callable(predictor),
                 inputs=[Tensor(name="request", dtype=np.bytes_, shape=(1,))],
                 outputs=[Tensor(name="metadata", dtype=np.bytes_, shape=(1,))], config=ModelConfig(max_batch_size=8))
     return batch
 
 
-def _serve(args: argparse.Namespace, predictors: list[Predictor], max_pixels: int) -> int:
+def _serve(args: argparse.Namespace, models: list[FrameModel]) -> int:
     pytriton = import_pytriton()
     # one line per refused request from pem.serve, not PyTriton's traceback of it
     logging.getLogger("pytriton.proxy.inference").setLevel(logging.ERROR)
@@ -125,7 +135,7 @@ def _serve(args: argparse.Namespace, predictors: list[Predictor], max_pixels: in
     triton = pytriton.Triton(config=config)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        batch = _bind(triton, args, predictors, max_pixels)
+        batch = _bind(triton, args, models)
         triton.run()
         _say(f"serving {args.artifact} as {args.name!r} ({args.instances} instance(s), max batch {batch}): "
              f"http://{args.host}:{args.http_port}/{args.name} grpc://{args.host}:{args.grpc_port}/{args.name} "
@@ -156,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_pixels = args.max_pixels or max_image_pixels()
     predictors = _open_predictors(args)
     try:
-        return _serve(args, predictors, max_pixels)
+        return _serve(args, _frame_models(args, predictors, max_pixels))
     finally:
         for predictor in predictors:
             predictor.close()

@@ -3,7 +3,8 @@
 Wire format: :mod:`pem.runtime.backends.tritonserver`. One :class:`FrameModel` per model instance, each with its
 own :class:`~pem.runtime.Predictor`. A request carries one frame. When the artifact's batch axis is free and it takes
 no ``orig_size`` input, frames of one call (Triton's dynamic batcher groups requests) that resize to the same size
-run as one graph batch; otherwise each frame runs alone.
+run as one graph batch; otherwise each frame runs alone. Each instance runs one blank batch of the largest size first
+(:func:`warm_up`), so ONNX Runtime's memory arena has its final size before the first request.
 
 Errors: a bad frame (undecodable bytes, wrong dtype or shape, over the pixel budget ``--max-pixels``) raises
 :class:`BadFrame`, whose message is one line ``pem-serve: PROBLEM: DETAIL``; PyTriton answers every request of that
@@ -37,7 +38,7 @@ from pem.runtime.predictor import Predictor
 from pem.runtime.preprocess import check_image
 from pem.runtime.result import Result
 
-__all__ = ["BadFrame", "FrameModel", "decode_image", "metadata_callable", "supports_batching"]
+__all__ = ["BadFrame", "FrameModel", "decode_image", "metadata_callable", "supports_batching", "warm_up"]
 
 LOGGER = logging.getLogger("pem.serve")
 
@@ -108,13 +109,30 @@ def supports_batching(predictor: Predictor) -> bool:
     return INPUT_ORIG_SIZE not in names and image.fixed(0) is None
 
 
-class FrameModel:
-    """``model(requests) -> responses``: the inference callable of one model instance (module docstring)."""
+def warm_up(predictor: Predictor, max_batch: int) -> tuple[int, ...]:
+    """Run the graph once on blank frames: ``max_batch`` of them where frames run as one graph batch, else one, at
+    the graph's fixed size (the preset's square of ``min_size`` for a graph of free size). The backend's memory
+    (ONNX Runtime's arena) then holds the largest batch before requests come, instead of growing under load.
+    Returns the image input's shape it ran."""
+    height, width = predictor.fixed_size or (predictor.metadata.min_size,) * 2
+    feed, _ = predictor.preprocess(np.zeros((height, width, 3), np.uint8))
+    count = max_batch if supports_batching(predictor) else 1
+    image = next(name for name in feed if name != INPUT_ORIG_SIZE)
+    feed[image] = np.concatenate([feed[image]] * count)
+    predictor.backend.infer(feed)
+    return feed[image].shape
 
-    def __init__(self, predictor: Predictor, max_pixels: int, batch: bool) -> None:
+
+class FrameModel:
+    """``model(requests) -> responses``: the inference callable of one model instance (module docstring).
+    ``max_batch`` is the most requests Triton gives one call (``--max-batch``); above 1 their frames run as one graph
+    batch where the graph allows it (:func:`supports_batching`)."""
+
+    def __init__(self, predictor: Predictor, max_pixels: int, max_batch: int) -> None:
         self.predictor = predictor
         self.max_pixels = max_pixels
-        self.batch = batch and supports_batching(predictor)
+        self.batch = max_batch > 1 and supports_batching(predictor)
+        self.warmed_shape = warm_up(predictor, max_batch)
 
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
         frames: list[np.ndarray] = []

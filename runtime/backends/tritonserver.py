@@ -192,6 +192,7 @@ class TritonServerBackend(Backend):
         self._server_error = utils.InferenceServerException
         self._timeout_s = float(timeout_s)
         self._local = threading.local()
+        self._unscaled: dict[tuple[int, int], bool] = {}  # frame (H, W) -> the server answers fusion_scale (1, 1)
         self._clients: list[Any] = []
         self._lock = threading.Lock()
         try:
@@ -250,16 +251,29 @@ class TritonServerBackend(Backend):
 
     def predict_frame(self, image: np.ndarray, metadata: ArtifactMetadata) -> Result:
         """uint8 [H, W, 3] RGB -> the server's :class:`Result` for it (``timings`` adds ``request_ms``, the round
-        trip). Raises ServerError when the server refuses the frame or fails on it."""
-        wanted = ["semantic", "segments"]
-        if metadata.has_panoptic:
-            wanted.append("panoptic")
-        if metadata.fusion_size != "original":
-            wanted += ["fusion_semantic"] + (["fusion_panoptic"] if metadata.has_panoptic else [])
+        trip). Raises ServerError when the server refuses the frame or fails on it.
+
+        The maps at the fusion resolution are asked for only where they differ from the full-size ones: below fusion
+        size ``original``, frames of a size the server answered with ``fusion_scale`` (1, 1) (no resize) get the
+        full-size maps as their fusion maps; a frame of a new size asks for everything once (each output costs the
+        server, notably PyTriton's per-tensor shared memory)."""
+        size = (int(image.shape[0]), int(image.shape[1]))
+        wanted = ["semantic", "segments"] + (["panoptic"] if metadata.has_panoptic else [])
+        fusion = [] if metadata.fusion_size == "original" else \
+            ["fusion_semantic"] + (["fusion_panoptic"] if metadata.has_panoptic else [])
+        skip_fusion = self._unscaled.get(size, False)
+        pixels = {INPUT_PIXELS: np.ascontiguousarray(image)[None]}
         start = time.perf_counter()
-        out = self._call(self.model, {INPUT_PIXELS: np.ascontiguousarray(image)[None]}, wanted)
-        request_ms = (time.perf_counter() - start) * 1000.0
+        out = self._call(self.model, pixels, wanted if skip_fusion else wanted + fusion)
         info = json.loads(_bytes_of(out["segments"].ravel()[0]))
+        scale = (float(info["fusion_scale"][0]), float(info["fusion_scale"][1]))
+        if fusion and len(self._unscaled) < 256:
+            self._unscaled[size] = scale == (1.0, 1.0)
+        if skip_fusion and scale != (1.0, 1.0):  # the server resized after all: ask again with the fusion maps
+            out = self._call(self.model, pixels, wanted + fusion)
+            info = json.loads(_bytes_of(out["segments"].ravel()[0]))
+            scale = (float(info["fusion_scale"][0]), float(info["fusion_scale"][1]))
+        request_ms = (time.perf_counter() - start) * 1000.0
         segments = [Segment(int(s["id"]), int(s["category_id"]), bool(s["isthing"]), int(s["area"]), float(s["score"]))
                     for s in info["segments"]]
         semantic = out["semantic"][0].astype(np.int64)
@@ -267,7 +281,6 @@ class TritonServerBackend(Backend):
         fusion_semantic = out["fusion_semantic"][0].astype(np.int64) if "fusion_semantic" in out else semantic
         fusion_panoptic = out["fusion_panoptic"][0].astype(np.int32) if "fusion_panoptic" in out else panoptic
         timings = {**info["timings"], "request_ms": request_ms}
-        scale = (float(info["fusion_scale"][0]), float(info["fusion_scale"][1]))
         return Result(image, semantic, panoptic, segments, metadata, timings, fusion_semantic, fusion_panoptic, scale)
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

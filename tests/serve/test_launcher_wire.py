@@ -107,9 +107,36 @@ class _Request:
         self.requested_output_names = ["panoptic", "segments"]
 
 
+def test_a_batched_call_on_a_free_batch_graph_is_one_graph_batch_answering_each_frame_as_alone(
+    tiny_onnx, synthetic_dataset
+) -> None:
+    """Scenes of two sizes all resize to the graph's fixed 128x128: one graph batch of 4 for the call (the warm-up
+    ran the largest, 6), each answer equal to the frame predicted alone."""
+    from PIL import Image
+
+    predictor = Predictor(tiny_onnx(fusion_size="input", dynamic_batch=True), threads=1)
+    model = FrameModel(predictor, 20_000, max_batch=6)
+    assert model.batch and model.warmed_shape == (6, 128, 128, 3)
+    scenes = [sorted((synthetic_dataset(2, size, seed=5) / "images").glob("*.jpg")) for size in ((128, 128), (96, 120))]
+    frames = [np.asarray(Image.open(path).convert("RGB")) for paths in scenes for path in paths]
+    answers = model([_Request(pixels=frame[None]) for frame in frames])
+    segments = 0
+    for frame, answer in zip(frames, answers):
+        alone = predictor(frame)
+        info = json.loads(answer["segments"][0, 0])
+        assert info["timings"]["batch"] == 4.0
+        assert np.array_equal(answer["panoptic"][0], alone.panoptic)
+        assert [(s["id"], s["category_id"], s["area"]) for s in info["segments"]] == [
+            (s.id, s.category_id, s.area) for s in alone.segments]
+        segments += len(alone.segments)
+    assert segments >= 8
+    predictor.close()
+
+
 def test_a_batched_call_on_a_fixed_batch_graph_answers_each_frame_as_alone(tiny_onnx) -> None:
     predictor = Predictor(tiny_onnx(), threads=1)  # batch axis fixed at 1: frames run one after another
-    model = FrameModel(predictor, 20_000, batch=True)
+    model = FrameModel(predictor, 20_000, max_batch=3)
+    assert not model.batch and model.warmed_shape == (1, 128, 128, 3)
     rng = np.random.default_rng(4)
     frames = [rng.integers(0, 256, (96 + 16 * i, 120, 3), dtype=np.uint8) for i in range(3)]
     answers = model([_Request(pixels=frame[None]) for frame in frames])

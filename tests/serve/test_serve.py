@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -38,24 +39,67 @@ class Served(NamedTuple):
     process: subprocess.Popen
 
 
-@pytest.fixture(scope="module")
-def served(tiny_onnx: Callable[..., Path]) -> Iterator[Served]:
-    """pem-serve on free loopback ports, both its models loaded; the module's last test stops it."""
+def _start(artifact: Path, *options: str) -> tuple[subprocess.Popen, list[int]]:
+    """pem-serve on free loopback ports (HTTP, gRPC, metrics), ready to answer both its models."""
     if not SERVE.is_file():
         pytest.skip(f"{SERVE} missing: python3 -m venv .venv-serve && .venv-serve/bin/pip install -e '.[serve]' "
                     "onnxruntime pillow opencv-python-headless")
-    artifact = tiny_onnx()
-    http, grpc, metrics = free_ports(3)
-    process = subprocess.Popen([str(SERVE), str(artifact), "--http-port", str(http), "--grpc-port", str(grpc),
-                                "--metrics-port", str(metrics), "--threads", "1", "--max-pixels", str(MAX_PIXELS)],
+    ports = free_ports(3)
+    process = subprocess.Popen([str(SERVE), str(artifact), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                                "--metrics-port", str(ports[2]), "--threads", "1", *options],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until_ready(f"http://127.0.0.1:{http}/v2/models/pem_metadata/ready", 60, lambda: process.poll() is None)
+        wait_until_ready(f"http://127.0.0.1:{ports[0]}/v2/models/pem_metadata/ready", 60,
+                         lambda: process.poll() is None)
+    except BaseException:
+        _kill(process)
+        raise
+    return process, ports
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tiny_onnx: Callable[..., Path]) -> Iterator[Served]:
+    """pem-serve on free loopback ports, both its models loaded; the module's last test stops it."""
+    artifact = tiny_onnx(fusion_size="input", dynamic_batch=True)  # pem-export's default fusion size, free batch
+    process, (http, grpc, _) = _start(artifact, "--max-pixels", str(MAX_PIXELS))
+    try:
         yield Served(f"http://127.0.0.1:{http}/pem", f"grpc://127.0.0.1:{grpc}/pem", artifact, process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _kill(process)
+
+
+def test_dynamic_batching_runs_grouped_requests_as_one_graph_batch(tiny_onnx: Callable[..., Path]) -> None:
+    """--max-batch 4 with a long queue delay: 8 concurrent requests are grouped (Triton's counters: fewer model
+    executions than requests; each answer says its graph batch) and each answer is the frame's in-process result."""
+    import urllib.request
+
+    artifact = tiny_onnx(fusion_size="input", dynamic_batch=True)
+    process, (http, _, metrics) = _start(artifact, "--max-batch", "4", "--max-queue-delay-us", "300000")
+    try:
+        rng = np.random.default_rng(6)
+        frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(8)]
+        with Predictor(f"http://127.0.0.1:{http}/pem") as remote, Predictor(artifact, threads=1) as local, \
+                ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(remote, frames))
+            for frame, answer in zip(frames, answers):
+                alone = local(frame)
+                assert np.array_equal(answer.panoptic, alone.panoptic) and answer.segments == alone.segments
+        assert max(answer.timings.get("batch", 1.0) for answer in answers) > 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as page:
+            text = page.read().decode()
+        counts = {name: float(value) for name, value in re.findall(
+            r'^nv_inference_(request_success|exec_count)\{model="pem",version="1"\} (\S+)$', text, re.MULTILINE)}
+        assert counts["request_success"] == 8 and counts["exec_count"] < 8, counts
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
+        _kill(process)
 
 
 def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(served: Served) -> None:
@@ -63,7 +107,10 @@ def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(se
 
     url, artifact = served.url, served.artifact
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (96 + 8 * (i % 3), 120, 3), dtype=np.uint8) for i in range(4)]
+    # three sizes resized to the graph's 128x128 (fusion maps at 128x128) and one of that size (fusion maps are the
+    # full-size maps, which the client stops asking for after the first answer)
+    sizes = [(96, 120), (104, 120), (112, 120), (128, 128)]
+    frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in sizes]
     local = Predictor(artifact, threads=1)  # the server's --threads: the same float sums
     expected = [local(frame) for frame in frames]
     remote = Predictor(url)
@@ -72,9 +119,12 @@ def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(se
         matched = 0
         for request in range(25):
             index = (worker + request) % len(frames)
-            result = remote(frames[index])
-            assert np.array_equal(result.panoptic, expected[index].panoptic)
-            assert result.segments == expected[index].segments
+            result, wanted = remote(frames[index]), expected[index]
+            assert np.array_equal(result.panoptic, wanted.panoptic)
+            assert result.segments == wanted.segments
+            assert np.array_equal(result.fusion_panoptic, wanted.fusion_panoptic)
+            assert np.array_equal(result.fusion_semantic, wanted.fusion_semantic)
+            assert result.fusion_scale == wanted.fusion_scale
             matched += 1
         return matched
 
@@ -91,6 +141,8 @@ def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(se
             bad.infer("pem", [wrong])
         assert sum(f.result() for f in pending) == 100
     assert np.array_equal(remote(frames[0]).panoptic, expected[0].panoptic)  # still serving
+    assert remote.backend._unscaled == {size: size == (128, 128) for size in sizes}
+    assert [e.fusion_panoptic.shape for e in expected] == [(128, 128)] * 4 and expected[0].fusion_scale != (1.0, 1.0)
     remote.close()
     local.close()
 
