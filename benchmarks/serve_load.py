@@ -1,15 +1,19 @@
 """Load on ``pem-serve`` over loopback: 1, 4, 8 concurrent clients x 250 requests, against one in-process Predictor.
 
-``python -m pem.benchmarks.serve_load [--artifact X.onnx | --dynamic] [--requests 250] [--threads 1,2]
-[--server-threads 1] [--instances 2] [--max-batch 4] [--max-queue-delay-us 1000] [--json OUT]`` (main venv with
-tritonclient; the server from ``.venv-serve/bin/pem-serve``). Without ``--artifact`` the trained tiny fixture is
-exported: 128x128 static with fusion size ``original`` (batch 1), or with ``--dynamic`` free batch/height/width and
-fusion size ``input``, the export dynamic batching needs (its pre-processing resizes a 128x128 frame to the preset's
-256x256, so a frame costs more than on the static graph).
+``python -m pem.benchmarks.serve_load [--artifact X.onnx | --graph batch|static|dynamic] [--requests 250]
+[--reference-requests 1000] [--threads 1,2] [--server-threads 1] [--instances 2] [--max-batch 8]
+[--max-queue-delay-us 2000] [--json OUT]`` (main venv with tritonclient; the server from
+``.venv-serve/bin/pem-serve``). Without ``--artifact`` the trained tiny fixture is exported at 128x128, the frames'
+size: ``batch`` (default) with a free batch axis and fusion size ``input``, so Triton's batched requests run as one
+graph batch; ``static`` with batch 1 and fusion size ``original`` (requests of one call run one after another);
+``dynamic`` with free batch/height/width and fusion size ``input`` (its pre-processing resizes a 128x128 frame to the
+preset's 256x256, so a frame costs more).
 
 The reference is the same frames through one in-process Predictor on the same artifact, one caller, for each of
 ``--threads``, measured before and after the served runs (the machine may be shared); the ratio divides by the
-fastest of these. Saves (default ``benchmarks/results/serve_load_cpu.json``): the configuration, the 1-minute load
+fastest of these. Then ``--pairs`` rounds each run the most clients' load and, right after it, the reference at
+each thread count: a ratio of figures seconds apart (the median is kept), steadier than one of minutes apart on a
+shared machine. Saves (default ``benchmarks/results/serve_load_cpu.json``): the configuration, the 1-minute load
 average at start and end (other work on the machine moves every figure), per run the throughput (frames/s), p50/p99
 latency (ms), errors, the mean batch Triton ran (its Prometheus counters) and the server's RSS (MB) after it; the
 RSS after the first 100 requests; the exit code after SIGTERM.
@@ -56,15 +60,20 @@ def _rss_mb(pid: int) -> float:
     return (int(own[0]) / 1024 if own else 0.0) + sum(_rss_mb(int(k)) for k in kids)
 
 
-def _export_fixture(folder: Path, dynamic: bool) -> Path:
+GRAPHS = {  # --graph: export options of the fixture and how the JSON describes them
+    "batch": ({"dynamic_batch": True, "fusion_size": "input"}, "128x128, free batch, fusion size input"),
+    "static": ({}, "128x128 static, batch 1, fusion size original"),
+    "dynamic": ({"dynamic": True, "fusion_size": "input"}, "free batch/height/width, fusion size input"),
+}
+
+
+def _export_fixture(folder: Path, graph: str) -> Path:
     import pem
     from pem.export.onnx_export import ExportOptions, export_onnx, save_onnx
 
     model = pem.build_model("synthetic_panoptic_tiny", weights=str(REPO / "tests/fixtures/synthetic_panoptic_tiny.pth"))
-    options = (ExportOptions(head="panoptic", imgsz=(128, 128), dynamic=True, fusion_size="input") if dynamic
-               else ExportOptions(head="panoptic", imgsz=(128, 128)))
-    path = folder / f"tiny_panoptic_128x128{'_dynamic_input' if dynamic else ''}.onnx"
-    save_onnx(export_onnx(model, options), path)
+    path = folder / f"tiny_panoptic_128x128_{graph}.onnx"
+    save_onnx(export_onnx(model, ExportOptions(head="panoptic", imgsz=(128, 128), **GRAPHS[graph][0])), path)
     return path
 
 
@@ -119,17 +128,21 @@ def _served(remote: Predictor, frames: list[np.ndarray], clients: int, requests:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, default=None, help="artifact to serve (default: export the fixture)")
-    parser.add_argument("--dynamic", action="store_true", help="export the fixture with free batch/height/width and "
-                        "fusion size input (needed for --max-batch > 1)")
-    parser.add_argument("--requests", type=int, default=250, help="requests per client and for the reference (250)")
+    parser.add_argument("--graph", choices=sorted(GRAPHS), default="batch", help="the fixture's export without "
+                        "--artifact (module docstring; batch)")
+    parser.add_argument("--requests", type=int, default=250, help="requests per client (250)")
+    parser.add_argument("--reference-requests", type=int, default=1000, help="requests of each in-process reference "
+                        "run (1000)")
     parser.add_argument("--clients", default="1,4,8", help="concurrent clients of each served run (1,4,8)")
     parser.add_argument("--threads", default="1,2", help="onnxruntime threads of the reference, comma list: each "
                         "is measured and the fastest is the reference (1,2)")
     parser.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads of each server instance "
                         "(1)")
     parser.add_argument("--instances", type=int, default=2, help="pem-serve --instances (2)")
-    parser.add_argument("--max-batch", type=int, default=4, help="pem-serve --max-batch (4)")
-    parser.add_argument("--max-queue-delay-us", type=int, default=1000, help="pem-serve --max-queue-delay-us (1000)")
+    parser.add_argument("--max-batch", type=int, default=8, help="pem-serve --max-batch (8)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=2000, help="pem-serve --max-queue-delay-us (2000)")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds of the most clients' served run followed by "
+                        "the in-process reference, for ratios of runs seconds apart (3)")
     parser.add_argument("--json", type=Path, default=RESULT, help="where the figures go")
     parser.add_argument("--machine", default="2-core AMD EPYC shared VM, CPU only", help="stored with the figures")
     return parser
@@ -142,7 +155,7 @@ def main() -> None:
     clients = [int(c) for c in args.clients.split(",")]
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        artifact = args.artifact or _export_fixture(Path(folder), args.dynamic)
+        artifact = args.artifact or _export_fixture(Path(folder), args.graph)
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(8)]
         http, grpc, metrics = _ports(3)
@@ -160,11 +173,22 @@ def main() -> None:
             graph_input = list(local[threads[0]].preprocess(frames[0])[1].resized)
             remote = Predictor(f"http://127.0.0.1:{http}/{MODEL}")
             metrics_url = f"http://127.0.0.1:{metrics}/metrics"
-            before = {count: _load(predictor, frames, 1, args.requests) for count, predictor in local.items()}
+            before = {count: _load(predictor, frames, 1, args.reference_requests)
+                      for count, predictor in local.items()}
             _load(remote, frames, 1, 100)
             rss_start = _rss_mb(server.pid)
             runs = [_served(remote, frames, count, args.requests, metrics_url, server.pid) for count in clients]
-            after = {count: _load(predictor, frames, 1, args.requests) for count, predictor in local.items()}
+            pairs = []
+            for _ in range(args.pairs):
+                served = _served(remote, frames, clients[-1], args.requests, metrics_url, server.pid)
+                reference = {count: _load(predictor, frames, 1, args.reference_requests)["throughput_fps"]
+                             for count, predictor in local.items()}
+                pairs.append({"served_fps": served["throughput_fps"], "errors": served["errors"],
+                              "mean_batch": served["mean_batch"], "server_rss_mb_after": served["server_rss_mb_after"],
+                              "in_process_fps": {f"threads_{count}": fps for count, fps in reference.items()},
+                              "ratio": round(served["throughput_fps"] / max(reference.values()), 3)})
+            after = {count: _load(predictor, frames, 1, args.reference_requests)
+                     for count, predictor in local.items()}
             remote.close()
             for predictor in local.values():
                 predictor.close()
@@ -173,12 +197,11 @@ def main() -> None:
             code = server.wait(60)
         used = re.search(r"max batch (\d+)\)", log.read_text())
     best = max(run["throughput_fps"] for run in [*before.values(), *after.values()])
-    export = ("dynamic batch/height/width, fusion size input" if args.dynamic
-              else "128x128 static, batch 1, fusion size original")
     report = {
         "machine": args.machine,
         "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
-        "artifact": str(args.artifact) if args.artifact else f"synthetic_panoptic_tiny ONNX FP32, {export}",
+        "artifact": str(args.artifact) if args.artifact else
+        f"synthetic_panoptic_tiny ONNX FP32, {GRAPHS[args.graph][1]}",
         "frame": [128, 128, 3], "graph_input": graph_input,
         "server": {"instances": args.instances, "onnxruntime_threads": args.server_threads,
                    "max_batch": args.max_batch,
@@ -188,9 +211,11 @@ def main() -> None:
                                  **{f"threads_{count}": {"before": before[count], "after": after[count]}
                                     for count in threads}},
         "served": runs, "server_rss_mb_after_first_100": round(rss_start, 1),
-        "server_rss_mb_end": runs[-1]["server_rss_mb_after"],
+        "server_rss_mb_end": (pairs[-1] if pairs else runs[-1])["server_rss_mb_after"],
         "server_exit_code_after_sigterm": code,
-        "served_vs_in_process": {str(run["clients"]): round(run["throughput_fps"] / best, 3) for run in runs}}
+        "served_vs_in_process": {str(run["clients"]): round(run["throughput_fps"] / best, 3) for run in runs},
+        "paired_rounds": {"clients": clients[-1], "rounds": pairs,
+                          "median_ratio": float(np.median([p["ratio"] for p in pairs])) if pairs else None}}
     write_json_atomic(args.json, report)
     print(json.dumps(report, indent=2))
 
