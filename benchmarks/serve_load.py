@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,23 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pem.runtime.backends.tritonserver import wait_until_ready
+from pem.runtime.backends.tritonserver import free_ports, wait_until_ready
 from pem.runtime.coco_panoptic import write_json_atomic
 from pem.runtime.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "serve_load_cpu.json"
 MODEL = "pem"
-
-
-def _ports(count: int) -> list[int]:
-    held = [socket.socket() for _ in range(count)]
-    for s in held:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in held]
-    for s in held:
-        s.close()
-    return ports
 
 
 def _rss_mb(pid: int) -> float:
@@ -158,7 +147,7 @@ def main() -> None:
         artifact = args.artifact or _export_fixture(Path(folder), args.graph)
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(8)]
-        http, grpc, metrics = _ports(3)
+        http, grpc, metrics = free_ports(3)
         log = Path(folder) / "server.log"
         command = [str(REPO / ".venv-serve/bin/pem-serve"), str(artifact), "--http-port", str(http), "--grpc-port",
                    str(grpc), "--metrics-port", str(metrics), "--threads", str(args.server_threads), "--instances",

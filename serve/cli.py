@@ -25,7 +25,7 @@ import numpy as np
 
 from pem.runtime.backends.tritonserver import INPUT_IMAGE_BYTES, INPUT_PIXELS, METADATA_SUFFIX
 from pem.runtime.entry import command
-from pem.runtime.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_SOME_FAILED, PemError
+from pem.runtime.errors import EXIT_DONE, EXIT_INTERRUPTED, EXIT_SOME_FAILED
 from pem.runtime.images import max_image_pixels
 from pem.runtime.limits import int_in
 from pem.runtime.metadata import ArtifactError
@@ -89,7 +89,7 @@ def _frame_models(args: argparse.Namespace, predictors: list[Predictor], max_pix
     """One warmed-up FrameModel per instance; ServeError when the graph cannot run the largest batch."""
     try:
         return [FrameModel(predictor, max_pixels, args.max_batch) for predictor in predictors]
-    except (PemError, RuntimeError, MemoryError) as exc:  # onnxruntime raises its errors as RuntimeError subclasses
+    except Exception as exc:  # whatever the backend's library raises (onnxruntime's errors derive from Exception)
         raise ServeError(f"the warm-up run of {args.artifact} (a batch of up to --max-batch {args.max_batch} blank "
                          f"frames) failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 

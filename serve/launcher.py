@@ -21,7 +21,7 @@ from typing import Any
 
 from pem.runtime.errors import PemError
 
-__all__ = ["INSTALL_HINT", "ServeError", "check_ports", "free_ports", "import_pytriton", "python_library_env",
+__all__ = ["INSTALL_HINT", "ServeError", "check_ports", "import_pytriton", "python_library_env",
            "triton_config"]
 
 INSTALL_HINT = 'pip install "pem-edge[serve]" (nvidia-pytriton, Linux x86_64 or aarch64 with glibc >= 2.35)'
@@ -73,18 +73,6 @@ def check_ports(host: str, ports: Mapping[str, int]) -> None:
                 probe.bind((host, port))
             except OSError as exc:
                 raise ServeError(f"{label} {port} on {host} cannot be used: {exc.strerror or exc}") from None
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports the OS reports free on ``host`` now (held together while chosen, then released)."""
-    held = [socket.socket() for _ in range(count)]
-    try:
-        for probe in held:
-            probe.bind((host, 0))
-        return [probe.getsockname()[1] for probe in held]
-    finally:
-        for probe in held:
-            probe.close()
 
 
 def triton_config(pytriton: Any, host: str, http_port: int, grpc_port: int, metrics_port: int,

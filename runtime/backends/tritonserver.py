@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -42,8 +43,8 @@ from pem.runtime.metadata import ArtifactError, ArtifactMetadata
 from pem.runtime.result import Result
 
 __all__ = ["ERROR_PREFIX", "FRAME_OUTPUTS", "INPUT_IMAGE_BYTES", "INPUT_PIXELS", "METADATA_SUFFIX", "ServerError",
-           "TritonServerBackend", "describe_tensors", "encode_result", "error_line", "metadata_payload", "parse_url",
-           "wait_until_ready"]
+           "TritonServerBackend", "describe_tensors", "encode_result", "error_line", "free_ports", "metadata_payload",
+           "parse_url", "wait_until_ready"]
 
 INSTALL_HINT = 'pip install "pem-edge[serve]" (or tritonclient[http,grpc])'
 INPUT_IMAGE_BYTES = "image"
@@ -79,6 +80,19 @@ def error_line(message: str) -> str:
             return line[line.index(ERROR_PREFIX):]
     kept = [line for line in lines if line != "At:"]
     return kept[-1] if kept else message.strip()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports the OS reports free on ``host`` now (held together while chosen, then released): the
+    ports to start a ``pem-serve`` on before waiting for it with :func:`wait_until_ready` (tests, benchmarks)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for probe in held:
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in held]
+    finally:
+        for probe in held:
+            probe.close()
 
 
 def wait_until_ready(url: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
@@ -267,7 +281,7 @@ class TritonServerBackend(Backend):
         out = self._call(self.model, pixels, wanted if skip_fusion else wanted + fusion)
         info = json.loads(_bytes_of(out["segments"].ravel()[0]))
         scale = (float(info["fusion_scale"][0]), float(info["fusion_scale"][1]))
-        if fusion and len(self._unscaled) < 256:
+        if fusion and (size in self._unscaled or len(self._unscaled) < 256):
             self._unscaled[size] = scale == (1.0, 1.0)
         if skip_fusion and scale != (1.0, 1.0):  # the server resized after all: ask again with the fusion maps
             out = self._call(self.model, pixels, wanted + fusion)

@@ -20,10 +20,9 @@ pytest.importorskip("tritonclient.http", reason="tritonclient missing: pip insta
 
 from PIL import Image  # noqa: E402
 
-from pem.runtime.backends.tritonserver import ServerError, error_line, wait_until_ready  # noqa: E402
+from pem.runtime.backends.tritonserver import ServerError, error_line, free_ports, wait_until_ready  # noqa: E402
 from pem.runtime.cli import main as predict_main  # noqa: E402
 from pem.runtime.predictor import Predictor  # noqa: E402
-from pem.serve.launcher import free_ports  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / ".venv-serve" / "bin" / "pem-serve"
