@@ -97,8 +97,11 @@ def test_dynamic_batching_runs_grouped_requests_as_one_graph_batch(tiny_onnx: Ca
         assert counts["request_success"] == 8 and counts["exec_count"] < 8, counts
     finally:
         process.terminate()
-        assert process.wait(60) == 0
-        _kill(process)
+        try:
+            code = process.wait(60)
+        finally:
+            _kill(process)
+    assert code == 0, "pem-serve did not exit 0 after SIGTERM"
 
 
 def test_concurrent_clients_match_in_process_and_bad_request_is_refused_alone(served: Served) -> None:
